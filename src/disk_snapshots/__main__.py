@@ -1,0 +1,5 @@
+import sys
+
+from disk_snapshots.cli import main
+
+sys.exit(main())
