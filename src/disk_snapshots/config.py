@@ -1,0 +1,590 @@
+"""Load a rendered ``config.json`` into typed, validated objects.
+
+The job templates only dump properties and links (``to_json``); every rule about
+what a property may hold lives here. A bad value fails with one message per
+problem, each naming the property's path as the operator wrote it in the
+manifest (``snapshotter.schedules[1].cron: ...``) and what is allowed.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from datetime import timedelta
+from pathlib import Path
+from typing import Literal
+from typing import cast
+from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfoNotFoundError
+
+from croniter import croniter
+
+from disk_snapshots.validate import Problems
+from disk_snapshots.validate import Reader
+from disk_snapshots.validate import ValidationError
+
+PROVIDERS = ("loopback", "aws-ebs")
+PROFILES = ("redis", "postgres", "command", "none")
+FLUSH_FAILURE = ("abort", "crash-consistent")
+DRAIN_EVENTS = ("deploy", "stop", "delete", "disk-change")
+DRAIN_FAILURE = ("fail", "warn")
+SCOPES = ("instance", "set")
+RETENTION_KEYS = (
+    "keep_last",
+    "keep_hourly",
+    "keep_daily",
+    "keep_weekly",
+    "keep_monthly",
+    "max_age",
+)
+RETENTION_TRIGGERS = (
+    "pre-deploy",
+    "pre-stop",
+    "pre-delete",
+    "pre-disk-change",
+    "manual",
+    "pre-restore",
+)
+SCHEDULE_KEYS = ("name", "cron", "timezone", "jitter", "scope", "retention")
+LIST_FORMATS = ("table", "json")
+FOLLOWER_MODES = ("resync", "restore")
+# Names end up in provider tags (trigger schedule:<name>) and monit argv.
+_NAME = r"[a-z0-9][a-z0-9_-]{0,62}"
+_MONIT_NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]*"
+_SET_ID = r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}"
+_INSTANCE_KEY = r"[A-Za-z0-9_-]+/[A-Za-z0-9-]+"
+# Provider ids (snap-0123..., loopback ids); never used to build a path unchecked.
+_SNAPSHOT_ID = r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,255}"
+
+
+class ConfigError(ValidationError):
+    """The rendered configuration is invalid; the message names every bad property."""
+
+
+@dataclass(frozen=True)
+class AwsSettings:
+    region: str
+    endpoint: str
+    access_key_id: str
+    secret_access_key: str
+    kms_key_id: str
+    backup_region: str
+    instance_id: str
+
+
+@dataclass(frozen=True)
+class ProviderConfig:
+    type: Literal["loopback", "aws-ebs"]
+    loopback_pool: str
+    aws: AwsSettings
+
+
+@dataclass(frozen=True)
+class RedisSettings:
+    port: int
+    password: str
+
+
+@dataclass(frozen=True)
+class PostgresSettings:
+    port: int
+    user: str
+    database: str
+
+
+@dataclass(frozen=True)
+class CommandSettings:
+    role: tuple[str, ...]
+    flush: tuple[str, ...]
+    resume: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    profile: Literal["redis", "postgres", "command", "none"]
+    jobs: tuple[str, ...]
+    redis: RedisSettings
+    postgres: PostgresSettings
+    command: CommandSettings
+    import_pre_start: tuple[tuple[str, ...], ...]
+    import_post_start: tuple[tuple[str, ...], ...]
+
+
+@dataclass(frozen=True)
+class QuiesceConfig:
+    freeze: bool
+    freeze_timeout: int
+    on_failure: Literal["abort", "crash-consistent"]
+
+
+@dataclass(frozen=True)
+class DrainConfig:
+    snapshot_on: frozenset[str]
+    on_failure: Literal["fail", "warn"]
+    timeout: int
+
+
+@dataclass(frozen=True)
+class Retention:
+    keep_last: int | None = None
+    keep_hourly: int | None = None
+    keep_daily: int | None = None
+    keep_weekly: int | None = None
+    keep_monthly: int | None = None
+    max_age: timedelta | None = None
+
+
+@dataclass(frozen=True)
+class Schedule:
+    name: str
+    cron: str
+    timezone: str
+    jitter: int
+    scope: Literal["instance", "set"]
+    retention: Retention
+
+
+@dataclass(frozen=True)
+class TlsConfig:
+    ca: str
+    certificate: str
+    private_key: str
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.ca)
+
+
+@dataclass(frozen=True)
+class ApiConfig:
+    port: int
+    tls: TlsConfig
+
+
+@dataclass(frozen=True)
+class InstanceSpec:
+    """Who this instance is, as the Director's ``spec`` told the template."""
+
+    deployment: str
+    name: str
+    index: int
+    id: str
+    az: str
+    bootstrap: bool
+    address: str
+    persistent_disk: int
+    release_name: str
+    release_version: str
+
+
+@dataclass(frozen=True)
+class LinkInstance:
+    name: str
+    index: int
+    id: str
+    az: str
+    address: str
+    bootstrap: bool
+
+
+@dataclass(frozen=True)
+class Link:
+    api_port: int
+    service_profile: str
+    instances: tuple[LinkInstance, ...]
+
+
+@dataclass(frozen=True)
+class SnapshotterConfig:
+    spec: InstanceSpec
+    provider: ProviderConfig
+    service: ServiceConfig
+    quiesce: QuiesceConfig
+    drain: DrainConfig
+    post_stop_snapshot: bool
+    schedules: tuple[Schedule, ...]
+    retention: Mapping[str, Retention]
+    api: ApiConfig
+    metrics_enabled: bool
+    links: Mapping[str, Link]
+
+
+@dataclass(frozen=True)
+class TakeSnapshotConfig:
+    note: str
+    scope: Literal["instance", "set"]
+
+
+@dataclass(frozen=True)
+class ListSnapshotsConfig:
+    format: Literal["table", "json"]
+
+
+@dataclass(frozen=True)
+class RestoreConfig:
+    target: str
+    snapshots: Mapping[str, str]
+    dry_run: bool
+    followers: Literal["resync", "restore"]
+    verify: tuple[str, ...]
+    timeout: int
+
+
+JobConfig = SnapshotterConfig | TakeSnapshotConfig | ListSnapshotsConfig | RestoreConfig
+
+
+def load_config(source: Path | str | Mapping[str, object]) -> JobConfig:
+    """Read a rendered ``config.json`` (a path, or the parsed document) for any of our jobs."""
+    if isinstance(source, Mapping):
+        document: object = dict(source)
+        origin = "config"
+    else:
+        path = Path(source)
+        origin = str(path)
+        try:
+            document = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise ConfigError([f"{origin}: not found (is the job's config rendered?)"]) from None
+        except json.JSONDecodeError as err:
+            raise ConfigError([f"{origin}: not valid JSON: {err}"]) from None
+    if not isinstance(document, dict):
+        raise ConfigError([f"{origin}: expected a JSON object"])
+    job = document.get("job")
+    loaders: dict[str, Callable[[Reader], JobConfig]] = {
+        "snapshotter": _snapshotter,
+        "take-snapshot": _take_snapshot,
+        "list-snapshots": _list_snapshots,
+        "restore": _restore,
+    }
+    if job not in loaders:
+        raise ConfigError([f"{origin}: job: {job!r} is not one of {', '.join(loaders)}"])
+    problems = Problems()
+    config = loaders[job](Reader(document, str(job), problems))
+    if problems.lines:
+        raise ConfigError(problems.lines)
+    return config
+
+
+def load_snapshotter_config(source: Path | str | Mapping[str, object]) -> SnapshotterConfig:
+    config = load_config(source)
+    if not isinstance(config, SnapshotterConfig):
+        raise ConfigError([f"{source}: not the snapshotter job's config"])
+    return config
+
+
+# The rendered document is {"job", "spec", "properties", "links"}; property paths in
+# messages are reported relative to the job, as they appear in a manifest.
+def _props(doc: Reader) -> Reader:
+    return Reader(doc.get("properties").value, doc.path, doc.problems)
+
+
+def _snapshotter(doc: Reader) -> SnapshotterConfig:
+    props = _props(doc)
+    retention = props.get("retention")
+    return SnapshotterConfig(
+        spec=_spec(doc.get("spec")),
+        provider=_provider(props.get("provider")),
+        service=_service(props.get("service")),
+        quiesce=_quiesce(props.get("quiesce")),
+        drain=_drain(props.get("drain")),
+        post_stop_snapshot=props.get("post_stop_snapshot").boolean(),
+        schedules=_schedules(props.get("schedules")),
+        retention={
+            trigger: _retention(rule)
+            for trigger, rule in retention.mapping(allowed=RETENTION_TRIGGERS).items()
+        },
+        api=_api(props.get("api")),
+        metrics_enabled=props.get("metrics").get("enabled").boolean(fallback=True),
+        links=_links(doc.get("links")),
+    )
+
+
+def _spec(spec: Reader) -> InstanceSpec:
+    release = spec.get("release")
+    disk = spec.get("persistent_disk")
+    return InstanceSpec(
+        deployment=spec.get("deployment").string(allow_empty=False),
+        name=spec.get("name").string(allow_empty=False),
+        index=spec.get("index").integer(minimum=0),
+        id=spec.get("id").string(allow_empty=False),
+        az=spec.get("az").string() if not spec.get("az").missing else "",
+        bootstrap=spec.get("bootstrap").boolean(),
+        address=spec.get("address").string(allow_empty=False),
+        # The Director omits persistent_disk for groups with named disks.
+        persistent_disk=0 if disk.missing else disk.integer(minimum=0),
+        release_name=release.get("name").string(),
+        release_version=release.get("version").string(),
+    )
+
+
+def _provider(provider: Reader) -> ProviderConfig:
+    aws = provider.get("aws")
+    kind = provider.get("type").string(choices=PROVIDERS, fallback="loopback")
+    settings = AwsSettings(
+        region=aws.get("region").string(),
+        endpoint=aws.get("endpoint").string(pattern=r"https?://\S+"),
+        access_key_id=aws.get("access_key_id").string(),
+        secret_access_key=aws.get("secret_access_key").string(),
+        kms_key_id=aws.get("kms_key_id").string(),
+        backup_region=aws.get("backup_region").string(),
+        instance_id=aws.get("instance_id").string(pattern=r"i-[0-9a-f]{8,17}"),
+    )
+    if kind == "aws-ebs":
+        if not settings.region:
+            aws.get("region").fail("required when provider.type is aws-ebs")
+        if bool(settings.access_key_id) != bool(settings.secret_access_key):
+            aws.fail(
+                "set both access_key_id and secret_access_key, or neither "
+                "(to use the instance profile)"
+            )
+        if settings.backup_region and settings.backup_region == settings.region:
+            aws.get("backup_region").fail(
+                "must differ from provider.aws.region: a copy in the same region is no backup"
+            )
+    return ProviderConfig(
+        type=cast(Literal["loopback", "aws-ebs"], kind),
+        loopback_pool=provider.get("loopback").get("pool").string(),
+        aws=settings,
+    )
+
+
+def _service(service: Reader) -> ServiceConfig:
+    profile = service.get("profile").string(choices=PROFILES, fallback="none")
+    redis = service.get("redis")
+    postgres = service.get("postgres")
+    command = service.get("command")
+    imports = service.get("import")
+    commands = CommandSettings(
+        role=command.get("role").argv(),
+        flush=command.get("flush").argv(),
+        resume=command.get("resume").argv(),
+    )
+    if profile == "command" and not commands.role:
+        command.get("role").fail(
+            "required when service.profile is command (argv that prints the role)"
+        )
+    return ServiceConfig(
+        profile=cast(Literal["redis", "postgres", "command", "none"], profile),
+        jobs=tuple(
+            j.string(pattern=_MONIT_NAME, allow_empty=False) for j in service.get("jobs").items()
+        ),
+        redis=RedisSettings(
+            port=redis.get("port").integer(minimum=1, maximum=65535),
+            password=redis.get("password").string(),
+        ),
+        postgres=PostgresSettings(
+            port=postgres.get("port").integer(minimum=1, maximum=65535),
+            user=postgres.get("user").string(allow_empty=False),
+            database=postgres.get("database").string(allow_empty=False),
+        ),
+        command=commands,
+        import_pre_start=tuple(c.argv() for c in imports.get("pre_start").items()),
+        import_post_start=tuple(c.argv() for c in imports.get("post_start").items()),
+    )
+
+
+def _quiesce(quiesce: Reader) -> QuiesceConfig:
+    return QuiesceConfig(
+        freeze=quiesce.get("freeze").boolean(fallback=True),
+        # A frozen filesystem blocks every writer; minutes would look like an outage.
+        freeze_timeout=quiesce.get("freeze_timeout").integer(minimum=1, maximum=300, fallback=10),
+        on_failure=cast(
+            Literal["abort", "crash-consistent"],
+            quiesce.get("on_failure").string(choices=FLUSH_FAILURE, fallback="abort"),
+        ),
+    )
+
+
+def _drain(drain: Reader) -> DrainConfig:
+    events = {e.string(choices=DRAIN_EVENTS) for e in drain.get("snapshot_on").items()}
+    on_failure = drain.get("on_failure").string(choices=DRAIN_FAILURE, fallback="fail")
+    return DrainConfig(
+        snapshot_on=frozenset(events - {""}),
+        on_failure=cast(Literal["fail", "warn"], on_failure),
+        timeout=drain.get("timeout").integer(minimum=1, maximum=86400, fallback=300),
+    )
+
+
+def _retention(rule: Reader) -> Retention:
+    entries = rule.mapping(allowed=RETENTION_KEYS)
+    counts = {key: entries[key].integer(minimum=0) for key in RETENTION_KEYS[:-1] if key in entries}
+    max_age = entries["max_age"].duration() if "max_age" in entries else None
+    return Retention(max_age=max_age, **counts)
+
+
+def _cron(value: Reader) -> str:
+    expression = value.string(allow_empty=False)
+    if not expression:
+        return ""
+    fields = expression.split()
+    named = expression.startswith("@")
+    if not named and len(fields) not in (5, 6):
+        raise ValueError(
+            f"{expression!r} has {len(fields)} fields; use 5 (minute hour day month weekday), "
+            "6 (the same plus seconds), or a name such as @hourly, @daily, @weekly"
+        )
+    if not croniter.is_valid(expression):
+        raise ValueError(
+            f"{expression!r} is not a valid cron expression (5 fields: minute hour day month "
+            "weekday, or @hourly/@daily/@weekly/@monthly/@yearly)"
+        )
+    return expression
+
+
+def _timezone(value: Reader) -> str:
+    name = value.string(allow_empty=False)
+    if not name:
+        return "UTC"
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(
+            f"{name!r} is not a known time zone; use an IANA name such as UTC or Europe/Berlin"
+        ) from None
+    return name
+
+
+def _schedules(schedules: Reader) -> tuple[Schedule, ...]:
+    result: list[Schedule] = []
+    seen: set[str] = set()
+    for item in schedules.items():
+        entries = item.mapping(allowed=SCHEDULE_KEYS)
+        name = item.get("name").string(pattern=_NAME, allow_empty=False)
+        if name in seen:
+            item.get("name").fail(f"{name!r} is used by another schedule; names must be unique")
+        seen.add(name)
+        # Omitted keys take the documented defaults; present ones must be valid.
+        scope = "instance"
+        if "scope" in entries:
+            scope = entries["scope"].string(choices=SCOPES, fallback="instance")
+        jitter = entries["jitter"].integer(minimum=0, maximum=86400) if "jitter" in entries else 0
+        timezone = entries["timezone"].check(_timezone, "UTC") if "timezone" in entries else "UTC"
+        retention = _retention(entries["retention"]) if "retention" in entries else Retention()
+        result.append(
+            Schedule(
+                name=name,
+                cron=item.get("cron").check(_cron, ""),
+                timezone=timezone,
+                jitter=jitter,
+                scope=cast(Literal["instance", "set"], scope),
+                retention=retention,
+            )
+        )
+    return tuple(result)
+
+
+def _pem(value: Reader, kind: str) -> str:
+    text = value.string()
+    # Keys come as "BEGIN PRIVATE KEY", "BEGIN RSA PRIVATE KEY" or "BEGIN EC PRIVATE KEY".
+    if text and not re.search(rf"-----BEGIN [A-Z ]*{kind}-----", text):
+        value.fail(f"expected a PEM {kind.lower()} (-----BEGIN {kind}-----)")
+    return text
+
+
+def _api(api: Reader) -> ApiConfig:
+    tls = api.get("tls")
+    settings = TlsConfig(
+        ca=_pem(tls.get("ca"), "CERTIFICATE"),
+        certificate=_pem(tls.get("certificate"), "CERTIFICATE"),
+        private_key=_pem(tls.get("private_key"), "PRIVATE KEY"),
+    )
+    given = [bool(settings.ca), bool(settings.certificate), bool(settings.private_key)]
+    if any(given) and not all(given):
+        tls.fail(
+            "set ca, certificate and private_key together "
+            "(see manifests/operations/agent-api-tls.yml)"
+        )
+    return ApiConfig(port=api.get("port").integer(minimum=1, maximum=65535), tls=settings)
+
+
+def _links(links: Reader) -> dict[str, Link]:
+    result: dict[str, Link] = {}
+    if links.missing:
+        return result
+    for name, link in links.mapping(allowed=("snapshotter", "peers")).items():
+        if link.missing:
+            continue
+        props = link.get("properties")
+        result[name] = Link(
+            api_port=props.get("api").get("port").integer(minimum=1, maximum=65535),
+            service_profile=props.get("service").get("profile").string(choices=PROFILES),
+            instances=tuple(
+                LinkInstance(
+                    name=i.get("name").string(allow_empty=False),
+                    index=i.get("index").integer(minimum=0),
+                    id=i.get("id").string(allow_empty=False),
+                    az=i.get("az").string() if not i.get("az").missing else "",
+                    address=i.get("address").string(allow_empty=False),
+                    bootstrap=i.get("bootstrap").boolean(),
+                )
+                for i in link.get("instances").items()
+            ),
+        )
+    return result
+
+
+def _take_snapshot(doc: Reader) -> TakeSnapshotConfig:
+    props = _props(doc).get("take_snapshot")
+    note = props.get("note").string()
+    if len(note) > 255:
+        props.get("note").fail("at most 255 characters (it becomes a provider tag)")
+    return TakeSnapshotConfig(
+        note=note,
+        scope=cast(
+            Literal["instance", "set"],
+            props.get("scope").string(choices=SCOPES, fallback="instance"),
+        ),
+    )
+
+
+def _list_snapshots(doc: Reader) -> ListSnapshotsConfig:
+    fmt = _props(doc).get("list").get("format").string(choices=LIST_FORMATS, fallback="table")
+    return ListSnapshotsConfig(format=cast(Literal["table", "json"], fmt))
+
+
+def _target(value: Reader) -> str:
+    target = value.string(allow_empty=False)
+    if not target or target == "latest":
+        return target or "latest"
+    kind, _, rest = target.partition(":")
+    if kind == "set" and re.fullmatch(_SET_ID, rest):
+        return target
+    if kind == "time":
+        try:
+            moment = datetime.fromisoformat(rest.replace("Z", "+00:00"))
+        except ValueError:
+            moment = None
+        if moment is not None and moment.tzinfo is not None:
+            return target
+        raise ValueError(
+            f"{target!r}: time needs an ISO 8601 timestamp with a zone, "
+            "e.g. time:2026-11-29T08:00:00Z"
+        )
+    raise ValueError(
+        f"{target!r} is not allowed; allowed: latest, set:<set id>, time:<ISO 8601 with zone>"
+    )
+
+
+def _restore(doc: Reader) -> RestoreConfig:
+    props = _props(doc).get("restore")
+    snapshots: dict[str, str] = {}
+    for key, value in props.get("snapshots").mapping().items():
+        if not re.fullmatch(_INSTANCE_KEY, key):
+            value.fail("the key must be <instance group>/<index or id>, e.g. redis-leader/0")
+            continue
+        snapshots[key] = value.string(allow_empty=False, pattern=_SNAPSHOT_ID)
+    return RestoreConfig(
+        target=props.get("target").check(_target, "latest"),
+        snapshots=snapshots,
+        dry_run=props.get("dry_run").boolean(),
+        followers=cast(
+            Literal["resync", "restore"],
+            props.get("followers").string(choices=FOLLOWER_MODES, fallback="resync"),
+        ),
+        verify=props.get("verify").argv(),
+        timeout=props.get("timeout").integer(minimum=1, maximum=7 * 86400, fallback=3600),
+    )
