@@ -80,7 +80,7 @@ def test_missing_file_and_bad_json_are_named(tmp_path: Path) -> None:
         load_config(tmp_path / "absent.json")
     bad = tmp_path / "bad.json"
     bad.write_text("{")
-    with pytest.raises(ConfigError, match="bad.json: not valid JSON"):
+    with pytest.raises(ConfigError, match=r"bad\.json: not valid JSON"):
         load_config(bad)
 
 
