@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+from collections.abc import Iterable
 from collections.abc import Mapping
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -159,6 +160,42 @@ class Link:
 def default_instance_spec(**overrides: Any) -> InstanceSpec:
     """The test helper's default instance, with any field replaced."""
     return InstanceSpec(**overrides)
+
+
+def undeclared_properties(properties: Mapping[str, Any], declared: Iterable[str]) -> list[str]:
+    """Dotted paths set in ``properties`` that no declared property covers.
+
+    The Director silently drops them (``bind_properties`` walks the spec, not
+    the manifest), so a typo in a manifest would quietly fall back to the
+    default; this is how to notice. A path is covered when a declared name
+    equals it or is a prefix of it (``retention`` declared as a whole hash
+    covers ``retention.manual.keep_last``). Null values and empty hashes on the
+    way to declared names set nothing, so they are not reported.
+    """
+    names = set(declared)
+    found: list[str] = []
+
+    def covered(path: str) -> bool:
+        parts = path.split(".")
+        return any(".".join(parts[:n]) in names for n in range(1, len(parts) + 1))
+
+    def leads_to_declared(path: str) -> bool:
+        return any(name.startswith(path + ".") for name in names)
+
+    def walk(value: Mapping[str, Any], prefix: str) -> None:
+        for key, child in value.items():
+            path = f"{prefix}{key}"
+            if covered(path):
+                continue
+            if isinstance(child, Mapping) and child:
+                walk(child, path + ".")
+            elif (child is None or isinstance(child, Mapping)) and leads_to_declared(path):
+                continue
+            else:
+                found.append(path)
+
+    walk(properties, "")
+    return found
 
 
 def ruby_executable() -> str:
