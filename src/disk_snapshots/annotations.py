@@ -1,0 +1,171 @@
+"""What every snapshot says about itself, stored as the provider's own tags (DESIGN §5).
+
+The catalog is rebuilt from these tags at any time; there is no second database to
+disagree with the provider. Tag values are untrusted on the way back in (anyone
+with IaaS access can edit a tag), so ``from_tags`` validates every field.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import MISSING
+from dataclasses import asdict
+from dataclasses import dataclass
+from dataclasses import fields
+from dataclasses import replace
+from datetime import UTC
+from datetime import datetime
+from typing import Literal
+from typing import cast
+
+SCHEMA = 1
+TAG_PREFIX = "disk-snapshots:"
+# EC2 allows 256 characters in a tag value; loopback metadata follows the same limit
+# so that a catalog moves between providers unchanged.
+MAX_TAG_VALUE = 256
+
+Consistency = Literal["clean", "app", "fs", "crash"]
+Role = Literal["leader", "follower", "standalone", "unknown"]
+SetState = Literal["", "complete", "incomplete"]
+CONSISTENCIES: tuple[Consistency, ...] = ("clean", "app", "fs", "crash")
+ROLES: tuple[Role, ...] = ("leader", "follower", "standalone", "unknown")
+SET_STATES: tuple[SetState, ...] = ("", "complete", "incomplete")
+# Triggers that name no schedule or set.
+PLAIN_TRIGGERS = (
+    "manual",
+    "pre-deploy",
+    "pre-stop",
+    "pre-delete",
+    "pre-disk-change",
+    "pre-restore",
+)
+_NAMED_TRIGGER = r"(?:schedule|set):[a-z0-9][a-z0-9_-]{0,62}"
+_TRIGGER = re.compile("^(?:" + "|".join([*PLAIN_TRIGGERS, _NAMED_TRIGGER]) + ")$")
+_IDENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,127}$")
+
+
+class AnnotationError(ValueError):
+    """A snapshot's tags are missing or hold a value this release would not have written."""
+
+
+@dataclass(frozen=True)
+class Annotations:
+    deployment: str
+    instance_group: str
+    instance_id: str
+    index: int
+    az: str
+    disk_cid: str
+    job: str
+    created_at: datetime
+    trigger: str
+    consistency: Consistency
+    role: Role
+    release_version: str
+    note: str = ""
+    set_id: str = ""
+    set_size: int = 0
+    # Written after the fact by the set coordinator: "complete" only when every member's
+    # snapshot succeeded; restore planning skips incomplete sets.
+    set_state: SetState = ""
+    set_reason: str = ""
+    schema: int = SCHEMA
+
+    def __post_init__(self) -> None:
+        problems = validate(self)
+        if problems:
+            raise AnnotationError("; ".join(problems))
+
+    @property
+    def instance(self) -> str:
+        """``group/index`` as operators and ``bosh instances`` name it."""
+        return f"{self.instance_group}/{self.index}"
+
+    def with_set_state(self, state: SetState, reason: str = "") -> Annotations:
+        return replace(self, set_state=state, set_reason=reason[:MAX_TAG_VALUE])
+
+    def to_tags(self) -> dict[str, str]:
+        tags: dict[str, str] = {}
+        for name, value in asdict(self).items():
+            if isinstance(value, datetime):
+                text = value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+            elif isinstance(value, bool):
+                text = str(value).lower()
+            else:
+                text = str(value)
+            tags[TAG_PREFIX + name] = text
+        return tags
+
+    @classmethod
+    def from_tags(cls, tags: Mapping[str, str]) -> Annotations:
+        """Read our tags back (other tags are ignored); AnnotationError names what is wrong."""
+        ours = {k[len(TAG_PREFIX) :]: v for k, v in tags.items() if k.startswith(TAG_PREFIX)}
+        schema = ours.get("schema", "")
+        if not schema.isdigit():
+            raise AnnotationError(f"tag {TAG_PREFIX}schema is missing or not a number: {schema!r}")
+        if int(schema) > SCHEMA:
+            raise AnnotationError(
+                f"annotation schema {schema} is newer than this release understands ({SCHEMA}); "
+                "upgrade disk-snapshots to read it"
+            )
+        values: dict[str, object] = {}
+        for field in fields(cls):
+            if field.name not in ours:
+                if field.default is not MISSING:
+                    continue
+                raise AnnotationError(f"tag {TAG_PREFIX}{field.name} is missing")
+            raw = ours[field.name]
+            if field.name == "created_at":
+                values[field.name] = parse_timestamp(raw)
+            elif field.name in ("index", "set_size", "schema"):
+                if not raw.isdigit():
+                    raise AnnotationError(f"tag {TAG_PREFIX}{field.name}: {raw!r} is not a number")
+                values[field.name] = int(raw)
+            else:
+                values[field.name] = raw
+        return cls(**values)  # type: ignore[arg-type]
+
+
+def parse_timestamp(text: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise AnnotationError(f"{text!r} is not an ISO 8601 timestamp") from None
+    if moment.tzinfo is None:
+        raise AnnotationError(f"{text!r} has no time zone; created_at is always UTC")
+    return moment.astimezone(UTC)
+
+
+def validate(a: Annotations) -> list[str]:
+    problems: list[str] = []
+    for name in ("deployment", "instance_group", "instance_id", "disk_cid", "job"):
+        value = cast(str, getattr(a, name))
+        if not _IDENT.match(value):
+            problems.append(f"{name}: {value!r} is not a valid identifier")
+    if not _TRIGGER.match(a.trigger):
+        problems.append(
+            f"trigger: {a.trigger!r} is not one of {', '.join(PLAIN_TRIGGERS)}, "
+            "schedule:<name>, set:<name>"
+        )
+    if a.consistency not in CONSISTENCIES:
+        problems.append(f"consistency: {a.consistency!r} is not one of {', '.join(CONSISTENCIES)}")
+    if a.role not in ROLES:
+        problems.append(f"role: {a.role!r} is not one of {', '.join(ROLES)}")
+    if a.set_state not in SET_STATES:
+        problems.append(f"set_state: {a.set_state!r} is not one of complete, incomplete")
+    if a.index < 0 or a.set_size < 0:
+        problems.append("index and set_size must not be negative")
+    if a.set_id and not _IDENT.match(a.set_id):
+        problems.append(f"set_id: {a.set_id!r} is not a valid identifier")
+    if bool(a.set_id) != (a.set_size > 0):
+        problems.append("set_id and set_size go together")
+    if a.created_at.tzinfo is None:
+        problems.append("created_at must carry a time zone")
+    for name in ("note", "set_reason", "az", "release_version"):
+        value = cast(str, getattr(a, name))
+        if len(value) > MAX_TAG_VALUE:
+            problems.append(f"{name}: longer than {MAX_TAG_VALUE} characters")
+        if any(ord(c) < 32 for c in value):
+            problems.append(f"{name}: control characters are not allowed")
+    return problems

@@ -1,0 +1,170 @@
+"""Which snapshots retention deletes: a pure function of the catalog, the policies and now.
+
+Rules are evaluated per instance and per trigger (each schedule, ``pre-deploy``,
+``manual``...): a snapshot survives if any rule of its group keeps it. On top of the
+rules, guards keep what an operator would need after things went wrong, whatever
+the policies say (DESIGN §5): the newest consistent snapshot of every instance, the
+newest snapshot taken as leader, every member of the newest complete set, the newest
+pre-restore safety snapshot of every instance (the way back from the last restore),
+and anything a restore in progress names.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable
+from collections.abc import Collection
+from collections.abc import Iterable
+from collections.abc import Mapping
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC
+from datetime import datetime
+
+from disk_snapshots.catalog import Snapshot
+from disk_snapshots.config import Retention
+
+Bucket = Callable[[datetime], object]
+
+BUCKETS: tuple[tuple[str, Bucket], ...] = (
+    ("keep_hourly", lambda t: (t.year, t.month, t.day, t.hour)),
+    ("keep_daily", lambda t: (t.year, t.month, t.day)),
+    ("keep_weekly", lambda t: t.isocalendar()[:2]),
+    ("keep_monthly", lambda t: (t.year, t.month)),
+)
+
+
+@dataclass(frozen=True)
+class RetentionPlan:
+    keep: Mapping[str, tuple[str, ...]]  # snapshot id -> why it stays
+    delete: tuple[Snapshot, ...]  # oldest first
+
+    def explain(self, snapshot_id: str) -> str:
+        reasons = self.keep.get(snapshot_id)
+        return ", ".join(reasons) if reasons else "deleted: no rule keeps it"
+
+
+def is_empty(policy: Retention) -> bool:
+    return all(getattr(policy, name) is None for name in _RULES)
+
+
+_RULES = ("keep_last", "keep_hourly", "keep_daily", "keep_weekly", "keep_monthly", "max_age")
+
+
+def rule_keeps(group: Sequence[Snapshot], policy: Retention, now: datetime) -> dict[str, str]:
+    """Snapshot id -> the rule that keeps it, for one group sorted newest first."""
+    kept: dict[str, str] = {}
+    if policy.keep_last is not None:
+        for snapshot in group[: policy.keep_last]:
+            kept.setdefault(snapshot.id, f"keep_last {policy.keep_last}")
+    for name, bucket_of in BUCKETS:
+        count = getattr(policy, name)
+        if count is None:
+            continue
+        seen: set[object] = set()
+        for snapshot in group:
+            if len(seen) >= count:
+                break
+            bucket = bucket_of(snapshot.created_at.astimezone(UTC))
+            if bucket not in seen:
+                seen.add(bucket)
+                kept.setdefault(snapshot.id, f"{name} {count}")
+    if policy.max_age is not None:
+        for snapshot in group:
+            if now - snapshot.created_at <= policy.max_age:
+                kept.setdefault(snapshot.id, f"younger than max_age {policy.max_age}")
+    return kept
+
+
+def guard_keeps(catalog: Iterable[Snapshot]) -> dict[str, str]:
+    """Snapshot id -> the guard that protects it, over a whole deployment's catalog."""
+    usable = [s for s in catalog if s.state != "error"]
+    newest_first = sorted(usable, key=lambda s: (s.created_at, s.id), reverse=True)
+    guarded: dict[str, str] = {}
+    consistent_seen: set[str] = set()
+    safety_seen: set[str] = set()
+    leader_seen: set[str] = set()
+    for s in newest_first:
+        a = s.annotations
+        if a.consistency in ("app", "clean") and a.instance_id not in consistent_seen:
+            consistent_seen.add(a.instance_id)
+            guarded.setdefault(s.id, f"newest {a.consistency}-consistent snapshot of {a.instance}")
+        if a.trigger == "pre-restore" and a.instance_id not in safety_seen:
+            safety_seen.add(a.instance_id)
+            guarded.setdefault(s.id, f"newest pre-restore safety snapshot of {a.instance}")
+        if a.role == "leader" and a.deployment not in leader_seen:
+            leader_seen.add(a.deployment)
+            guarded.setdefault(s.id, f"newest snapshot taken as leader in {a.deployment}")
+    sets: dict[tuple[str, str], list[Snapshot]] = defaultdict(list)
+    for s in usable:
+        if s.annotations.set_id and s.annotations.set_state == "complete":
+            sets[(s.annotations.deployment, s.annotations.set_id)].append(s)
+    newest_set: dict[str, tuple[datetime, str]] = {}
+    for (deployment, set_id), members in sets.items():
+        moment = max(m.created_at for m in members)
+        if deployment not in newest_set or (moment, set_id) > newest_set[deployment]:
+            newest_set[deployment] = (moment, set_id)
+    for deployment, (_, set_id) in newest_set.items():
+        for member in sets[(deployment, set_id)]:
+            guarded.setdefault(member.id, f"member of the newest complete set {set_id}")
+    return guarded
+
+
+def plan_retention(
+    catalog: Iterable[Snapshot],
+    policies: Mapping[str, Retention],
+    now: datetime,
+    *,
+    instance_id: str | None = None,
+    protected: Collection[str] = (),
+) -> RetentionPlan:
+    """Decide what to delete.
+
+    ``policies`` maps a trigger (``schedule:hourly``, ``pre-deploy``, ``manual``...) to
+    its retention; a trigger without a policy, or with an empty one, keeps everything.
+    ``instance_id`` limits deletion to one instance's snapshots (each daemon prunes its
+    own disk), while the guards still look at the whole catalog given.
+    """
+    snapshots = list(catalog)
+    keep: dict[str, list[str]] = defaultdict(list)
+    for snapshot_id, reason in guard_keeps(snapshots).items():
+        keep[snapshot_id].append(reason)
+    for s in snapshots:
+        if s.id in protected:
+            keep[s.id].append("a restore depends on it")
+
+    groups: dict[tuple[str, str], list[Snapshot]] = defaultdict(list)
+    for s in snapshots:
+        if instance_id is None or s.annotations.instance_id == instance_id:
+            groups[(s.annotations.instance_id, s.annotations.trigger)].append(s)
+        else:
+            keep[s.id].append("another instance's snapshot")
+
+    delete: list[Snapshot] = []
+    for (_, trigger), group in groups.items():
+        group.sort(key=lambda s: (s.created_at, s.id), reverse=True)
+        policy = policies.get(trigger)
+        if policy is None or is_empty(policy):
+            for s in group:
+                keep[s.id].append(f"no retention rule for {trigger}")
+            continue
+        kept = rule_keeps(group, policy, now)
+        for s in group:
+            if s.id in kept:
+                keep[s.id].append(kept[s.id])
+            elif s.id not in keep:
+                delete.append(s)
+    delete.sort(key=lambda s: (s.created_at, s.id))
+    return RetentionPlan(
+        keep={k: tuple(v) for k, v in keep.items()},
+        delete=tuple(delete),
+    )
+
+
+def policies_for(
+    schedules: Iterable[tuple[str, Retention]], per_trigger: Mapping[str, Retention]
+) -> dict[str, Retention]:
+    """The policy table plan_retention takes: each schedule's own, then the per-trigger ones."""
+    table = {f"schedule:{name}": policy for name, policy in schedules}
+    table.update(per_trigger)
+    return table
