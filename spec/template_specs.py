@@ -1,10 +1,13 @@
 """What the template specs share: the release's jobs and its example manifests.
 
 A module of its own (not conftest) so spec files can import it by a name that
-cannot collide with tests/conftest.py."""
+cannot collide with tests/conftest.py.
+"""
 
 from __future__ import annotations
 
+import copy
+import functools
 from collections.abc import Iterator
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -13,32 +16,51 @@ from typing import Any
 
 import yaml
 
+from localbosh.manifest import apply_ops
+from localbosh.manifest import load_ops
 from localbosh.templates import InstanceSpec
 from localbosh.templates import Link
 from localbosh.templates import LinkInstance
+from localbosh.templates import undeclared_properties
 
 RELEASE_DIR = Path(__file__).resolve().parent.parent
 JOBS_DIR = RELEASE_DIR / "jobs"
 MANIFESTS_DIR = RELEASE_DIR / "manifests"
-FIXTURE_JOBS = Path(__file__).resolve().parent / "fixtures" / "jobs"
+OPS_DIR = MANIFESTS_DIR / "operations"
 RELEASE_NAME = "disk-snapshots"
-JOB_NAMES = ("snapshotter", "take-snapshot", "list-snapshots", "restore")
+EXPECTED_JOBS = ("snapshotter", "take-snapshot", "list-snapshots", "restore")
 
 
-def load_job_spec(job: str, jobs_dir: Path = JOBS_DIR) -> dict[str, Any]:
-    spec = yaml.safe_load((jobs_dir / job / "spec").read_text())
+def job_names() -> list[str]:
+    """Every job directory: a job added later is covered without editing the specs."""
+    return sorted(p.name for p in JOBS_DIR.iterdir() if (p / "spec").is_file())
+
+
+def load_job_spec(job: str) -> dict[str, Any]:
+    return copy.deepcopy(_parsed_job_spec(job))
+
+
+# Link resolution reads the same specs for every instance of every case, and
+# pure-Python YAML parsing would otherwise dominate the specs' run time.
+@functools.cache
+def _parsed_job_spec(job: str) -> dict[str, Any]:
+    spec = yaml.safe_load((JOBS_DIR / job / "spec").read_text())
     assert isinstance(spec, dict), f"jobs/{job}/spec is not a YAML mapping"
     return spec
+
+
+def rel(path: Path) -> str:
+    return str(path.relative_to(RELEASE_DIR))
 
 
 def manifest_paths() -> list[Path]:
     """Every deployment manifest under manifests/ (ops files and vars files are not manifests).
 
-    Globbed at collection time: manifests are added without touching these specs.
+    Globbed at collection time, so manifests are added without touching these specs.
     """
     paths = []
     for path in sorted([*MANIFESTS_DIR.rglob("*.yml"), *MANIFESTS_DIR.rglob("*.yaml")]):
-        if "operations" in path.relative_to(MANIFESTS_DIR).parts:
+        if OPS_DIR in path.parents:
             continue
         doc = yaml.safe_load(path.read_text())
         if isinstance(doc, dict) and "instance_groups" in doc:
@@ -46,19 +68,54 @@ def manifest_paths() -> list[Path]:
     return paths
 
 
+def ops_paths() -> list[Path]:
+    return sorted([*OPS_DIR.glob("*.yml"), *OPS_DIR.glob("*.yaml")]) if OPS_DIR.is_dir() else []
+
+
 @dataclass(frozen=True)
-class ManifestJob:
-    """One of our jobs in one instance group of an example manifest."""
+class Case:
+    """A manifest, alone or with one ops file: each is a deployment an operator may run."""
 
     manifest: Path
+    ops: Path | None = None
+
+    @property
+    def label(self) -> str:
+        return rel(self.manifest) + (f" -o {rel(self.ops)}" if self.ops else "")
+
+    @property
+    def id(self) -> str:
+        return self.manifest.stem + (f"+{self.ops.stem}" if self.ops else "")
+
+    def document(self) -> dict[str, Any]:
+        """The manifest with the ops file applied; ((vars)) stay as written."""
+        doc: Any = yaml.safe_load(self.manifest.read_text())
+        if self.ops is not None:
+            doc = apply_ops(doc, load_ops(self.ops))
+        assert isinstance(doc, dict), f"{self.label}: not a YAML mapping"
+        return doc
+
+
+def cases() -> list[Case]:
+    found = []
+    for manifest in manifest_paths():
+        found.append(Case(manifest))
+        found.extend(Case(manifest, ops) for ops in ops_paths())
+    return found
+
+
+@dataclass(frozen=True)
+class ManifestJob:
+    """One of our jobs in one instance group of a deployment manifest."""
+
+    label: str
     group: dict[str, Any]
     job: dict[str, Any]
     deployment: dict[str, Any]
 
     @property
     def where(self) -> str:
-        rel = self.manifest.relative_to(RELEASE_DIR)
-        return f"{rel}: instance_groups[{self.group['name']}].jobs[{self.job['name']}]"
+        return f"{self.label}: instance_groups[{self.group['name']}].jobs[{self.job['name']}]"
 
     @property
     def properties(self) -> dict[str, Any]:
@@ -67,21 +124,23 @@ class ManifestJob:
         return props
 
     def instance_specs(self) -> Iterator[InstanceSpec]:
-        """One spec per instance, shaped the way the Director would fill it."""
+        """One spec per instance, filled the way the Director fills it."""
         azs = self.group.get("azs") or [None]
         networks = self.group.get("networks") or [{"name": "default"}]
         net = networks[0]["name"]
+        deployment = str(self.deployment.get("name"))
         for index in range(int(self.group.get("instances", 1))):
+            ip = f"10.0.0.{index + 10}"
             yield InstanceSpec(
-                deployment=self.deployment["name"],
+                deployment=deployment,
                 name=self.group["name"],
                 index=index,
-                id=f"{self.group['name']}-{index}-0000-0000-000000000000",
+                id=f"{index:08d}-0000-4000-8000-{self.group['name'][:12].ljust(12, '0')}",
                 az=azs[index % len(azs)],
                 bootstrap=index == 0,
-                address=f"{index}.{self.group['name']}.{net}.{self.deployment['name']}.bosh",
-                ip=f"10.0.0.{index + 10}",
-                networks={net: {"ip": f"10.0.0.{index + 10}", "default": ["dns", "gateway"]}},
+                address=f"{index}.{self.group['name']}.{net}.{deployment}.bosh",
+                ip=ip,
+                networks={net: {"ip": ip, "default": ["dns", "gateway"]}},
                 persistent_disk=_disk_size(self.group),
                 release_name=RELEASE_NAME,
             )
@@ -96,15 +155,31 @@ def _disk_size(group: Mapping[str, Any]) -> int:
     return 1024 if group.get("persistent_disk_type") else 0
 
 
-def manifest_jobs() -> list[ManifestJob]:
+def manifest_jobs(doc: Mapping[str, Any], label: str) -> list[ManifestJob]:
+    """Our release's jobs in the deployment (other releases' jobs are not ours to render)."""
     found = []
-    for path in manifest_paths():
-        doc = yaml.safe_load(path.read_text())
-        for group in doc.get("instance_groups") or []:
-            for job in group.get("jobs") or []:
-                if job.get("release") == RELEASE_NAME:
-                    found.append(ManifestJob(path, group, job, doc))
+    for group in doc.get("instance_groups") or []:
+        for job in group.get("jobs") or []:
+            if job.get("release") == RELEASE_NAME:
+                found.append(ManifestJob(label, group, job, dict(doc)))
     return found
+
+
+def undeclared_in_manifest(doc: Mapping[str, Any], label: str) -> list[str]:
+    """One line per manifest property that the job's spec does not declare."""
+    problems = []
+    for entry in manifest_jobs(doc, label):
+        spec_path = JOBS_DIR / entry.job["name"] / "spec"
+        if not spec_path.is_file():
+            problems.append(f"{entry.where}: the release has no job '{entry.job['name']}'")
+            continue
+        declared = load_job_spec(entry.job["name"]).get("properties") or {}
+        for path in undeclared_properties(entry.properties, declared):
+            problems.append(
+                f"{entry.where}.properties: '{path}' is not declared in "
+                f"jobs/{entry.job['name']}/spec"
+            )
+    return problems
 
 
 def manifest_links(entry: ManifestJob) -> dict[str, Link]:
@@ -123,35 +198,33 @@ def manifest_links(entry: ManifestJob) -> dict[str, Link]:
         if cfg == "nil":
             continue
         wanted = cfg.get("from") if isinstance(cfg, dict) else None
-        candidates = [p for p in _providers(entry.deployment) if p[2]["type"] == consumed["type"]]
+        candidates = [p for p in _providers(entry) if p[2]["type"] == consumed["type"]]
         if wanted is not None:
             candidates = [p for p in candidates if p[3] == wanted]
         if len(candidates) == 1:
-            links[consumed["name"]] = _link_from(*candidates[0][:3])
+            links[consumed["name"]] = _link_from(entry, *candidates[0][:3])
     return links
 
 
 def _providers(
-    deployment: Mapping[str, Any],
+    entry: ManifestJob,
 ) -> Iterator[tuple[dict[str, Any], dict[str, Any], dict[str, Any], str]]:
-    for group in deployment.get("instance_groups") or []:
-        for job in group.get("jobs") or []:
-            if job.get("release") != RELEASE_NAME:
+    for other in manifest_jobs(entry.deployment, entry.label):
+        spec = load_job_spec(other.job["name"])
+        for provided in spec.get("provides") or []:
+            cfg = (other.job.get("provides") or {}).get(provided["name"])
+            if cfg == "nil":
                 continue
-            spec = load_job_spec(job["name"])
-            for provided in spec.get("provides") or []:
-                cfg = (job.get("provides") or {}).get(provided["name"])
-                if cfg == "nil":
-                    continue
-                alias = provided["name"]
-                if isinstance(cfg, dict):
-                    alias = cfg.get("as", alias)
-                yield group, job, provided, alias
+            alias = provided["name"]
+            if isinstance(cfg, dict):
+                alias = cfg.get("as", alias)
+            yield other.group, other.job, provided, alias
 
 
-def _link_from(group: dict[str, Any], job: dict[str, Any], provided: dict[str, Any]) -> Link:
-    spec = load_job_spec(job["name"])
-    declared = spec.get("properties") or {}
+def _link_from(
+    entry: ManifestJob, group: dict[str, Any], job: dict[str, Any], provided: dict[str, Any]
+) -> Link:
+    declared = load_job_spec(job["name"]).get("properties") or {}
     manifest_props = job.get("properties") or {}
     exported: dict[str, Any] = {}
     for name in provided.get("properties") or []:
@@ -159,12 +232,12 @@ def _link_from(group: dict[str, Any], job: dict[str, Any], provided: dict[str, A
         if value is None:
             value = (declared.get(name) or {}).get("default")
         _set(exported, name, value)
-    carrier = ManifestJob(Path(), group, job, {"name": "link"})
+    provider = ManifestJob(entry.label, group, job, entry.deployment)
     instances = [
         LinkInstance(
             name=s.name, index=s.index, id=s.id, az=s.az, address=s.address, bootstrap=s.bootstrap
         )
-        for s in carrier.instance_specs()
+        for s in provider.instance_specs()
     ]
     return Link(instances=instances, properties=exported)
 
