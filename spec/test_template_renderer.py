@@ -264,15 +264,23 @@ def test_template_listed_but_missing_is_named(make_job: Callable[..., Path]) -> 
 def test_erb_syntax_check(make_job: Callable[..., Path]) -> None:
     assert check_erb_syntax(PROBE) == []
     job = make_job(
-        {"name": "j", "templates": {"good.erb": "good", "bad.erb": "bad"}},
-        {"good.erb": "<%= 1 %>\n", "bad.erb": "one\n<% if true %>\nno end\n"},
+        {"name": "j", "templates": {"good.erb": "good", "bad.erb": "bad", "gone.erb": "gone"}},
+        {
+            "good.erb": "<%= 1 %>\n",
+            "bad.erb": "one\n<% if true %>\nno end\n",
+            "unlisted/old.erb": "<% end %>\n",
+        },
         monit="<%= ) %>\n",
     )
     errors = check_erb_syntax(job)
-    assert len(errors) == 2
+    assert len(errors) == 4, errors
     assert errors[0].startswith("j/monit:1:")
-    assert errors[1].startswith("j/bad.erb:")
-    assert "syntax error" in errors[1]
+    assert errors[1].startswith("j/bad.erb:") and "syntax error" in errors[1]
+    assert (
+        errors[2]
+        == "Template 'gone.erb' is listed in jobs/j/spec but templates/gone.erb does not exist"
+    )
+    assert errors[3].startswith("j/unlisted/old.erb:1:")
 
 
 def test_rendering_takes_json_values_only() -> None:

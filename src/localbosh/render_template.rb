@@ -453,18 +453,21 @@ module LocalBosh
       raise InputError, "'templates' must map source to destination" unless @templates.is_a?(Hash)
     end
 
-    # Every ERB (monit first, then the spec's templates) that does not compile.
+    # Every ERB that does not compile: monit, the spec's templates, and files
+    # under templates/ the spec does not list (dead today, rendered the day
+    # someone lists them).
     def check
-      errors = []
-      [monit_erb, *source_erbs].each do |source_erb|
-        if source_erb.is_a?(String)
-          errors << source_erb
-          next
-        end
-        message = source_erb.syntax_error
-        errors << message if message
+      listed = source_erbs
+      names = listed.reject { |e| e.is_a?(String) }.map(&:src_filepath)
+      base = File.join(@job_dir, 'templates')
+      unlisted = Dir.glob('**/*', File::FNM_DOTMATCH, base: base).sort.reject do |rel|
+        names.include?(rel) || !File.file?(File.join(base, rel))
       end
-      errors
+      unlisted_erbs = unlisted.map { |rel| SourceErb.new(rel, nil, File.read(File.join(base, rel)), @job_name) }
+
+      [monit_erb, *listed, *unlisted_erbs].filter_map do |source_erb|
+        source_erb.is_a?(String) ? source_erb : source_erb.syntax_error
+      end
     end
 
     # Returns {dest => content, 'monit' => content}; raises Failure.
