@@ -1,0 +1,7 @@
+"""`python -m localbosh`: see localbosh.cli."""
+
+import sys
+
+from localbosh.cli import main
+
+sys.exit(main())

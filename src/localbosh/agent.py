@@ -1,0 +1,433 @@
+"""The BOSH agent's side of one simulated VM: layout, apply, hooks, drain, monit, errands.
+
+Each method is one agent action as the Director sends it (bosh-agent agent/action),
+carried out in the instance's mount namespace with the agent's conventions
+(reference/bosh-contracts.md §1, §4).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from collections.abc import Mapping
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from localbosh import plan
+from localbosh.disks import STORE
+from localbosh.disks import is_mounted_in
+from localbosh.disks import migrate
+from localbosh.disks import mount_disk
+from localbosh.disks import unmount_disk
+from localbosh.monit import Monit
+from localbosh.monit import MonitError
+from localbosh.monit import monitrc
+from localbosh.namespace import CommandError
+from localbosh.namespace import Namespace
+
+VCAP = "/var/vcap"
+# /var/vcap/data/sys/run is a 16m tmpfs on stemcells (env.bosh.run_dir.tmpfs_size).
+RUN_TMPFS_SIZE = "16m"
+HOOKS = ("pre-start", "post-start", "post-stop", "drain")
+
+
+class AgentError(Exception):
+    """An agent action failed; the message is the agent's."""
+
+
+@dataclass(frozen=True)
+class Identity:
+    deployment: str
+    group: str
+    index: int
+    id: str
+    az: str | None
+    address: str
+    bootstrap: bool
+
+    @property
+    def name(self) -> str:
+        return f"{self.group}/{self.id}"
+
+
+@dataclass(frozen=True)
+class RenderedJob:
+    name: str
+    release: str
+    files: Mapping[str, str]  # dest relative to /var/vcap/jobs/<job>/ -> content
+    packages: Sequence[str]
+    sha1: str
+
+    @property
+    def is_errand(self) -> bool:
+        return "bin/run" in self.files
+
+
+Log = Callable[[str], None]
+
+
+class Agent:
+    def __init__(self, fs_root: Path, ns: Namespace, ident: Identity, monit_password: str) -> None:
+        self.fs_root = fs_root
+        self.root = fs_root / "var" / "vcap"  # bound onto /var/vcap inside the namespace
+        self.ns = ns
+        self.ident = ident
+        self.monit = Monit(ns, ident.address, monit_password)
+        self.monit_password = monit_password
+
+    # -- VM ---------------------------------------------------------------------------
+
+    def create_vm(self, env: Mapping[str, object] | None = None) -> None:
+        """Boot a "stemcell": /var/vcap laid out, namespace made, monit running, no jobs."""
+        r = self.root
+        for d in (
+            "bosh/bin",
+            "bosh/etc",
+            "bosh/log",
+            "data/sys/run",
+            "data/sys/log",
+            "data/jobs",
+            "data/packages",
+            "jobs",
+            "packages",
+            "monit/job",
+            "instance",
+            "store",
+        ):
+            (r / d).mkdir(parents=True, exist_ok=True)
+        (r / "store").chmod(0o700)
+        if not (r / "sys").is_symlink():
+            (r / "sys").symlink_to("data/sys")
+        monit_bin = r / "bosh/bin/monit"
+        if not monit_bin.exists():
+            monit_bin.symlink_to("/usr/bin/monit")
+        rc = r / "bosh/etc/monitrc"
+        rc.write_text(monitrc(self.ident.address, self.monit_password))
+        rc.chmod(0o600)
+        self.write_settings(env or {}, {})
+        Path("/var/vcap").mkdir(exist_ok=True)  # mount point on the host, stays empty there
+        self.ns.create()
+        self.ns.run(["mount", "--bind", str(r), VCAP], what=f"binding {r} onto {VCAP}")
+        self.ns.run(
+            [
+                "mount",
+                "-t",
+                "tmpfs",
+                "-o",
+                f"size={RUN_TMPFS_SIZE},mode=0770",
+                "tmpfs",
+                f"{VCAP}/data/sys/run",
+            ],
+            what="mounting the sys/run tmpfs",
+        )
+        self.monit.start_daemon()
+
+    def delete_vm(self) -> None:
+        """Everything on the VM goes: processes, mounts, ephemeral data. The disk image stays."""
+        if self.ns.exists():
+            self.monit.quit()
+            with contextlib.suppress(CommandError):
+                unmount_disk(self.ns)
+        self.ns.destroy()
+        shutil.rmtree(self.fs_root.parent, ignore_errors=True)
+
+    def write_settings(self, env: Mapping[str, object], disks: Mapping[str, Path]) -> None:
+        settings = {
+            "agent_id": self.ident.id,
+            "vm": {"name": f"vm-{self.ident.id}"},
+            "networks": {
+                "default": {
+                    "type": "manual",
+                    "ip": self.ident.address,
+                    "netmask": "255.0.0.0",
+                    "gateway": "127.0.0.1",
+                    "default": ["dns", "gateway"],
+                }
+            },
+            "disks": {
+                "system": "/dev/root",
+                "ephemeral": None,
+                "persistent": {cid: {"path": str(path)} for cid, path in disks.items()},
+            },
+            "env": {"persistent_disk_fs": "ext4", **dict(env)},
+            "blobstore": {"provider": "local", "options": {}},
+            "mbus": "",
+            "ntp": [],
+        }
+        (self.root / "bosh").mkdir(parents=True, exist_ok=True)
+        (self.root / "bosh/settings.json").write_text(json.dumps(settings, indent=2))
+
+    # -- disks ------------------------------------------------------------------------
+
+    def mount_disk(self, cid: str, image: Path) -> None:
+        if is_mounted_in(self.ns, STORE):
+            raise AgentError(f"{self.ident.name}: {STORE} is already mounted")
+        mount_disk(self.ns, image)
+        (self.root / "bosh/managed_disk_settings.json").write_text(cid)
+
+    def unmount_disk(self) -> None:
+        unmount_disk(self.ns)
+
+    def migrate_disk(self, new_cid: str, new_image: Path) -> None:
+        migrate(self.ns, new_image)
+        (self.root / "bosh/managed_disk_settings.json").write_text(new_cid)
+
+    # -- apply ------------------------------------------------------------------------
+
+    def apply(
+        self,
+        jobs: Sequence[RenderedJob],
+        spec: Mapping[str, object],
+        lay_out_packages: Callable[[Path, Sequence[str]], None] | None = None,
+    ) -> None:
+        r = self.root
+        inst = r / "instance"
+        inst.mkdir(exist_ok=True)
+        for key, value in (
+            ("id", self.ident.id),
+            ("az", self.ident.az or ""),
+            ("name", self.ident.group),
+            ("deployment", self.ident.deployment),
+        ):
+            (inst / key).write_text(value)
+        # RemoveAllJobs, then one monitrc per job in spec order (NNNN_<job>.monitrc).
+        shutil.rmtree(r / "monit/job", ignore_errors=True)
+        (r / "monit/job").mkdir(parents=True)
+        for link in (r / "jobs").iterdir():
+            link.unlink()
+        packages = sorted({p for job in jobs for p in job.packages})
+        if packages:
+            if lay_out_packages is None:
+                raise AgentError(
+                    f"{self.ident.name}: jobs need packages {packages} but no compiled "
+                    "packages were provided"
+                )
+            lay_out_packages(self.fs_root, packages)
+        for i, job in enumerate(jobs):
+            target = r / "data/jobs" / job.name / job.sha1
+            if target.exists():
+                shutil.rmtree(target)
+            for dest, content in job.files.items():
+                path = target / dest
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(content)
+                # owner_fix.go: bin/ 0750, everything else 0640
+                path.chmod(0o750 if dest.startswith("bin/") else 0o640)
+            pkg_dir = target / "packages"
+            pkg_dir.mkdir(exist_ok=True)
+            for pkg in job.packages:
+                (pkg_dir / pkg).symlink_to(f"{VCAP}/packages/{pkg}")
+            (r / "jobs" / job.name).symlink_to(f"{VCAP}/data/jobs/{job.name}/{job.sha1}")
+            for d in (r / "data" / job.name, r / "data/sys/log" / job.name):
+                d.mkdir(parents=True, exist_ok=True)
+                d.chmod(0o770)
+            self.ns.run(["mkdir", "-p", f"{VCAP}/sys/run/{job.name}"], what="creating sys/run dir")
+            monit_file = job.files.get("monit", "")
+            (r / "monit/job" / f"{i:04d}_{job.name}.monitrc").write_text(monit_file)
+        (r / "bosh/spec.json").write_text(json.dumps(spec, indent=2, sort_keys=True))
+        try:
+            self.monit.reload()
+        except MonitError as exc:
+            raise AgentError(f"{self.ident.name}: {exc}") from exc
+
+    def applied_jobs(self) -> list[str]:
+        spec_path = self.root / "bosh/spec.json"
+        if not spec_path.exists():
+            return []
+        spec = json.loads(spec_path.read_text())
+        return [str(j) for j in spec.get("job_names", [])]
+
+    # -- scripts ----------------------------------------------------------------------
+
+    def _hook_env(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+        env = {"PATH": plan.HOOK_PATH}
+        env.update(extra or {})
+        return env
+
+    def _script_argv(self, job: str, script: str, args: Sequence[str]) -> list[str]:
+        # nice +5 like the agent (process_priority_unix.go); env -i so that nothing
+        # of this CLI's environment leaks into hooks.
+        return self.ns.argv(["nice", "-n", "5", f"{VCAP}/jobs/{job}/bin/{script}", *args])
+
+    def host_path(self, path: str) -> Path:
+        """Where a /var/vcap path inside the instance is on the host (symlinks resolved
+        against the instance's /var/vcap, not the host's)."""
+        rel = Path(path).relative_to(VCAP)
+        current = self.root
+        for part in rel.parts:
+            current = current / part
+            for _ in range(40):
+                if not current.is_symlink():
+                    break
+                target = Path(str(current.readlink()))
+                if target.is_absolute():
+                    current = self.root / target.relative_to(VCAP)
+                else:
+                    current = current.parent / target
+        return current
+
+    def jobs_with(self, script: str) -> list[str]:
+        return [
+            j
+            for j in self.applied_jobs()
+            if self.host_path(f"{VCAP}/jobs/{j}/bin/{script}").exists()
+        ]
+
+    def run_script(self, script: str) -> None:
+        """Run `script` of every job that ships it, in parallel; logs appended as the agent does."""
+        jobs = self.jobs_with(script)
+        results: dict[str, int] = {}
+
+        def one(job: str) -> None:
+            log_dir = self.root / "data/sys/log" / job
+            log_dir.mkdir(parents=True, exist_ok=True)
+            with (
+                (log_dir / f"{script}.stdout.log").open("ab") as out,
+                (log_dir / f"{script}.stderr.log").open("ab") as err,
+            ):
+                proc = subprocess.run(
+                    self._script_argv(job, script, []),
+                    stdout=out,
+                    stderr=err,
+                    stdin=subprocess.DEVNULL,
+                    env=self._hook_env(),
+                    check=False,
+                )
+            results[job] = proc.returncode
+
+        _parallel(jobs, one)
+        failed = [j for j in jobs if results.get(j) != 0]
+        if failed:
+            raise AgentError(
+                plan.parallel_failure_message(script, failed, [j for j in jobs if j not in failed])
+            )
+
+    def drain(
+        self,
+        params: Sequence[str],
+        job_state: int,
+        next_state: int,
+        log: Log,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        """The drain action: unmonitor, then every job's drain in parallel with the
+        signed-integer contract (negative: wait |n| and ask again with job_check_status)."""
+        try:
+            self.monit.unmonitor()
+        except (MonitError, CommandError) as exc:
+            raise AgentError(f"Unmonitoring services: {exc}") from exc
+        jobs = self.jobs_with("drain")
+        errors: dict[str, str] = {}
+
+        def one(job: str) -> None:
+            args: Sequence[str] = params
+            env = {
+                "BOSH_JOB_STATE": plan.job_state_env(job_state),
+                "BOSH_JOB_NEXT_STATE": plan.job_state_env(next_state),
+            }
+            while True:
+                proc = subprocess.run(
+                    self._script_argv(job, "drain", args),
+                    capture_output=True,
+                    text=True,
+                    stdin=subprocess.DEVNULL,
+                    env=self._hook_env(env),
+                    check=False,
+                )
+                try:
+                    value = plan.parse_drain_output(proc.stdout)
+                except plan.DrainOutputError as exc:
+                    errors[job] = f"{exc} (exit {proc.returncode}, stderr: {proc.stderr.strip()!r})"
+                    return
+                log(f"{self.ident.name}: drain {job} {' '.join(args)} -> {value}")
+                sleep(abs(value))
+                if value >= 0:
+                    return
+                # Re-invocations ask for status and carry no next state.
+                args = plan.CHECK_STATUS_ARGS
+                env = {"BOSH_JOB_STATE": plan.job_state_env(job_state)}
+
+        _parallel(jobs, one)
+        if errors:
+            failed = [j for j in jobs if j in errors]
+            msg = plan.parallel_failure_message(
+                "drain", failed, [j for j in jobs if j not in errors]
+            )
+            details = "; ".join(f"{j}: {e}" for j, e in errors.items())
+            raise AgentError(f"{msg} ({details})")
+
+    def stop(self) -> None:
+        try:
+            self.monit.stop_and_wait()
+        except (MonitError, CommandError) as exc:
+            raise AgentError(f"Stopping services: {exc}") from exc
+        (self.root / "monit/stopped").write_text("")
+
+    def start(self) -> None:
+        try:
+            self.monit.start()
+        except (MonitError, CommandError) as exc:
+            raise AgentError(f"Starting services: {exc}") from exc
+        (self.root / "monit/stopped").unlink(missing_ok=True)
+
+    def get_state(self) -> str:
+        """running | failing | starting | stopped | unknown, as the agent reports it."""
+        if not self.ns.exists():
+            return "unknown"
+        if (self.root / "monit/stopped").exists():
+            return "stopped"
+        try:
+            services = self.monit.status().in_group("vcap")
+        except MonitError:
+            return "unknown"
+        state = "running"
+        for svc in services:
+            if svc.status == "starting":
+                return "starting"
+            if not svc.monitored or svc.status != "running":
+                state = "failing"
+        return state
+
+    def processes(self) -> list[tuple[str, str]]:
+        try:
+            return [(s.name, s.status) for s in self.monit.status().in_group("vcap")]
+        except MonitError:
+            return []
+
+    def run_errand(self, job: str) -> tuple[int, str, str]:
+        proc = subprocess.run(
+            self.ns.argv([f"{VCAP}/jobs/{job}/bin/run"]),
+            capture_output=True,
+            text=True,
+            stdin=subprocess.DEVNULL,
+            env=self._hook_env(),
+            check=False,
+        )
+        return proc.returncode, proc.stdout, proc.stderr
+
+    def ssh(self, command: str) -> int:
+        return subprocess.run(self.ns.argv(["bash", "-c", command]), check=False).returncode
+
+
+def _parallel(items: Sequence[str], fn: Callable[[str], None]) -> None:
+    errors: list[BaseException] = []
+
+    def wrapped(item: str) -> None:
+        try:
+            fn(item)
+        except BaseException as exc:  # re-raised in the caller's thread below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=wrapped, args=(i,)) for i in items]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]

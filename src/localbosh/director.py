@@ -1,0 +1,644 @@
+"""The local Director: deploy, stop/start/restart/recreate, errands, delete-deployment.
+
+It sequences agent actions in the Director's order (bosh-director starter.rb,
+stopper.rb, instance_updater) with canaries 1 and max_in_flight 1, and writes the
+deployment state after every step, so a failure midway leaves a state that
+`delete-deployment` can still clean up completely.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import re
+import secrets
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from collections.abc import Mapping
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from typing import TextIO
+
+from localbosh import plan
+from localbosh.agent import Agent
+from localbosh.agent import AgentError
+from localbosh.agent import Identity
+from localbosh.agent import RenderedJob
+from localbosh.deployment import Group
+from localbosh.deployment import ManifestError
+from localbosh.deployment import configuration_hash
+from localbosh.deployment import parse_groups
+from localbosh.deployment import render_instance
+from localbosh.deployment import resolve_links
+from localbosh.deployment import resolve_releases
+from localbosh.disks import Pool
+from localbosh.namespace import CommandError
+from localbosh.namespace import Namespace
+from localbosh.namespace import ensure_private_dir
+from localbosh.namespace import mounted
+from localbosh.namespace import run
+from localbosh.packages import lay_out_packages
+from localbosh.packages import package_fingerprints
+from localbosh.state import DeploymentState
+from localbosh.state import InstanceState
+from localbosh.state import Layout
+from localbosh.state import address
+from localbosh.state import deployment_lock
+from localbosh.state import free_slot
+
+DEFAULT_WATCH_MS = (1000, 30000)
+
+
+class DirectorError(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class ErrandResult:
+    instance: str
+    exit_code: int
+    stdout: str
+    stderr: str
+
+
+def watch_time(manifest: Mapping[str, Any], canary: bool) -> float:
+    """Max of `update.canary_watch_time` / `update_watch_time` (ms, int or "min-max"), in s."""
+    update = manifest.get("update") or {}
+    raw = update.get("canary_watch_time" if canary else "update_watch_time")
+    if raw is None:
+        return DEFAULT_WATCH_MS[1] / 1000
+    parts = re.split(r"\s*-\s*", str(raw).strip())
+    return int(parts[-1]) / 1000
+
+
+class Director:
+    def __init__(self, layout: Layout, out: TextIO | None = None) -> None:
+        self.layout = layout
+        self.out = out or sys.stdout
+        self.pool = Pool(layout)
+        self.started = time.monotonic()
+        self._print_lock = threading.Lock()
+
+    def log(self, msg: str) -> None:
+        with self._print_lock:
+            self.out.write(f"{time.strftime('%H:%M:%S')} | {msg}\n")
+            self.out.flush()
+
+    # -- plumbing ---------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _host(self) -> Iterator[None]:
+        """Host-wide pieces (disk pool, namespace dir) exist while the block runs."""
+        self.layout.root.mkdir(parents=True, exist_ok=True)
+        with _flock(self.layout.root / ".host.lock"):
+            self.pool.ensure()
+            if ensure_private_dir(self.layout.ns_dir):
+                (self.layout.root / ".ns-bind").write_text("")
+        yield
+
+    def release_host_if_idle(self) -> None:
+        """Unmount the pool (and the namespace dir bind) when no deployment is left."""
+        with _flock(self.layout.root / ".host.lock"):
+            if self.layout.deployment_names():
+                return
+            self.pool.release()
+            marker = self.layout.root / ".ns-bind"
+            if marker.exists() and mounted(self.layout.ns_dir):
+                run(["umount", str(self.layout.ns_dir)], what="unmounting namespace dir")
+            marker.unlink(missing_ok=True)
+
+    def agent(self, dep: DeploymentState, inst: InstanceState) -> Agent:
+        ident = Identity(
+            dep.name, inst.group, inst.index, inst.id, inst.az, inst.address, inst.bootstrap
+        )
+        return Agent(
+            self.layout.instance_root(dep.name, inst.id),
+            Namespace(self.layout.ns_file(dep.name, inst.id)),
+            ident,
+            dep.monit_password,
+        )
+
+    def load(self, name: str) -> DeploymentState:
+        dep = DeploymentState.load(self.layout, name)
+        if dep is None:
+            raise DirectorError(f"Deployment '{name}' doesn't exist")
+        return dep
+
+    def _settings(self, dep: DeploymentState, inst: InstanceState, env: Mapping[str, Any]) -> None:
+        disks = {inst.disk_cid: self.pool.image(inst.disk_cid)} if inst.disk_cid else {}
+        self.agent(dep, inst).write_settings(env, disks)
+
+    # -- desired state ----------------------------------------------------------------
+
+    def _groups(self, dep: DeploymentState) -> list[Group]:
+        manifest_dir = Path(dep.manifest.get("_manifest_dir", "."))
+        releases = resolve_releases(dep.manifest, manifest_dir)
+        return [g for g in parse_groups(dep.manifest, releases) if g.lifecycle != "errand"]
+
+    def _render(
+        self, dep: DeploymentState, groups: Sequence[Group]
+    ) -> dict[str, tuple[list[RenderedJob], plan.AppliedSpec]]:
+        """Instance id -> (rendered jobs, the spec the agent will have applied)."""
+        links = resolve_links(groups)
+        idents = [self.agent(dep, i).ident for i in dep.instances]
+        by_name = {g.name: g for g in groups}
+        out = {}
+        for inst in dep.instances:
+            group = by_name.get(inst.group)
+            if group is None:
+                continue
+            ident = self.agent(dep, inst).ident
+            jobs = render_instance(ident, group, links, idents)
+            pkgs = package_fingerprints(jobs, group)
+            applied = plan.AppliedSpec(
+                jobs=tuple(j.name for j in jobs),
+                configuration_hash=configuration_hash(jobs),
+                packages=pkgs,
+                persistent_disk=group.persistent_disk,
+            )
+            out[inst.id] = (jobs, applied)
+        return out
+
+    # -- deploy -----------------------------------------------------------------------
+
+    def deploy(
+        self, name: str, manifest: dict[str, Any], manifest_dir: Path, recreate: bool = False
+    ) -> None:
+        if manifest.get("name") != name:
+            raise DirectorError(
+                f"Expected manifest to specify deployment name '{name}' but was "
+                f"'{manifest.get('name')}'"
+            )
+        with deployment_lock(self.layout, name, f"create deployment {name}"), self._host():
+            dep = DeploymentState.load(self.layout, name)
+            if dep is None:
+                dep = DeploymentState(
+                    name=name, slot=free_slot(self.layout), monit_password=secrets.token_hex(16)
+                )
+            dep.manifest = {**manifest, "_manifest_dir": str(manifest_dir)}
+            try:
+                groups = self._groups(dep)
+            except (ManifestError, OSError) as exc:
+                raise DirectorError(str(exc)) from exc
+            _, create, delete = plan.scale(
+                [plan.Placement(i.group, i.index) for i in dep.instances],
+                {g.name: g.instances for g in groups},
+            )
+            by_name = {g.name: g for g in groups}
+            used = {i.address for i in dep.instances}
+            n = 0
+            for p in create:
+                while address(dep.slot, n) in used:
+                    n += 1
+                used.add(address(dep.slot, n))
+                azs = by_name[p.group].azs
+                dep.instances.append(
+                    InstanceState(
+                        group=p.group,
+                        index=p.index,
+                        id=str(uuid.uuid4()),
+                        az=azs[p.index % len(azs)],
+                        address=address(dep.slot, n),
+                    )
+                )
+            doomed = [dep.find(p.group, p.index) for p in delete]
+            for g in groups:
+                members = sorted(
+                    (i for i in dep.instances if i.group == g.name and i not in doomed),
+                    key=lambda i: i.index,
+                )
+                for i in members:
+                    i.bootstrap = i is members[0]
+            dep.save(self.layout)
+            # Render before touching anything: a template error must not leave half a deploy.
+            remaining = [i for i in dep.instances if i not in doomed]
+            live = DeploymentState(dep.name, dep.slot, dep.manifest, remaining, dep.monit_password)
+            try:
+                desired = self._render(live, groups)
+            except Exception as exc:
+                raise DirectorError(f"Preparing deployment: {exc}") from exc
+            for inst in doomed:
+                if inst is None:
+                    continue
+                self.log(f"Deleting unneeded instances {inst.group}: {inst.name} ({inst.index})")
+                self._delete_instance(dep, inst, force=False)
+                dep.instances.remove(inst)
+                dep.save(self.layout)
+            changed = False
+            order = plan.update_order(
+                [g.name for g in groups], [plan.Placement(i.group, i.index) for i in dep.instances]
+            )
+            first_of_group: set[str] = set()
+            for p in order:
+                inst = dep.find(p.group, p.index)
+                if inst is None:
+                    raise DirectorError(f"instance {p.group}/{p.index} vanished from the state")
+                canary = p.group not in first_of_group
+                first_of_group.add(p.group)
+                jobs, applied = desired[inst.id]
+                if self._update_instance(
+                    dep, inst, by_name[p.group], jobs, applied, canary, recreate
+                ):
+                    changed = True
+            if changed:
+                self._post_deploy(dep)
+            self.log("Succeeded")
+
+    def _post_deploy(self, dep: DeploymentState) -> None:
+        for inst in dep.instances:
+            if inst.vm and inst.state == "started":
+                agent = self.agent(dep, inst)
+                if agent.jobs_with("post-deploy"):
+                    self.log(f"Running post-deploy scripts: {inst.name} ({inst.index})")
+                    self._agent_call(inst, lambda a=agent: a.run_script("post-deploy"))
+
+    def _agent_call(self, inst: InstanceState, fn: Any) -> None:
+        try:
+            fn()
+        except (AgentError, CommandError) as exc:
+            raise DirectorError(
+                f"Action Failed get_task: Task {uuid.uuid4()} result: {exc}"
+                f" (instance {inst.name} ({inst.index}))"
+            ) from exc
+
+    def _update_instance(
+        self,
+        dep: DeploymentState,
+        inst: InstanceState,
+        group: Group,
+        jobs: list[RenderedJob],
+        applied: plan.AppliedSpec,
+        canary: bool,
+        recreate: bool,
+    ) -> bool:
+        old = plan.AppliedSpec.from_json(inst.applied)
+        change = plan.instance_change(inst.vm, old, applied, inst.disk_size, group.persistent_disk)
+        if change == "none" and not recreate:
+            return False
+        label = f"{inst.group}: {inst.name} ({inst.index})" + (" (canary)" if canary else "")
+        started = time.monotonic()
+        agent = self.agent(dep, inst)
+        running = inst.vm and inst.state == "started" and agent.get_state() != "stopped"
+        if change == "create":
+            self.log(f"Creating missing vms: {inst.name} ({inst.index})")
+            self._create_vm(dep, inst, group)
+        elif change == "disk-change" or recreate:
+            if running:
+                self._stop_sequence(dep, inst, plan.SHUTDOWN_ARGS, group.persistent_disk)
+            if recreate:
+                self.log(f"Recreating instance {label}")
+                self._delete_vm(dep, inst)
+                self._create_vm(dep, inst, group)
+            if change == "disk-change":
+                self._change_disk(dep, inst, group)
+        else:
+            if running:
+                args = plan.update_drain_args(old, applied)
+                self._stop_sequence(dep, inst, tuple(args), group.persistent_disk)
+        self.log(f"Updating instance {label}")
+        self._apply(dep, inst, group, jobs, applied)
+        if inst.state == "started":
+            self._start_sequence(dep, inst, watch_time(dep.manifest, canary))
+        self.log(f"Updated instance {label} ({_duration(started)})")
+        return True
+
+    def _create_vm(self, dep: DeploymentState, inst: InstanceState, group: Group) -> None:
+        agent = self.agent(dep, inst)
+        # Recorded first, so a failure inside still gets the VM deleted later.
+        inst.vm = True
+        dep.save(self.layout)
+        self._settings(dep, inst, group.env)
+        agent.create_vm(group.env)
+        if inst.disk_cid is None and group.persistent_disk > 0:
+            inst.disk_cid = self.pool.create(group.persistent_disk)
+            inst.disk_size = group.persistent_disk
+            dep.save(self.layout)
+        if inst.disk_cid:
+            self._settings(dep, inst, group.env)
+            agent.mount_disk(inst.disk_cid, self.pool.image(inst.disk_cid))
+
+    def _delete_vm(self, dep: DeploymentState, inst: InstanceState) -> None:
+        self.agent(dep, inst).delete_vm()
+        inst.vm = False
+        dep.save(self.layout)
+
+    def _change_disk(self, dep: DeploymentState, inst: InstanceState, group: Group) -> None:
+        agent = self.agent(dep, inst)
+        old_cid = inst.disk_cid
+        if group.persistent_disk > 0:
+            new_cid = self.pool.create(group.persistent_disk)
+            self.log(
+                f"Migrating disk {old_cid} to {new_cid} ({group.persistent_disk} MiB): {inst.name}"
+            )
+            if old_cid:
+                agent.migrate_disk(new_cid, self.pool.image(new_cid))
+            else:
+                agent.mount_disk(new_cid, self.pool.image(new_cid))
+            inst.disk_cid, inst.disk_size = new_cid, group.persistent_disk
+        else:
+            agent.unmount_disk()
+            inst.disk_cid, inst.disk_size = None, 0
+        dep.save(self.layout)
+        self._settings(dep, inst, group.env)
+        if old_cid:
+            self._orphan(dep, inst, old_cid)
+
+    def _orphan(self, dep: DeploymentState, inst: InstanceState, cid: str) -> None:
+        orphans = _read_json(self.layout.orphans, [])
+        orphans.append(
+            {
+                "disk_cid": cid,
+                "deployment": dep.name,
+                "instance": inst.name,
+                "size": inst.disk_size,
+                "orphaned_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            }
+        )
+        self.layout.orphans.write_text(json.dumps(orphans, indent=2))
+        self.log(f"Orphaning disk {cid} of {inst.name}")
+
+    def _apply(
+        self,
+        dep: DeploymentState,
+        inst: InstanceState,
+        group: Group,
+        jobs: list[RenderedJob],
+        applied: plan.AppliedSpec,
+    ) -> None:
+        spec = {
+            "deployment": dep.name,
+            "name": inst.group,
+            "index": inst.index,
+            "id": inst.id,
+            "az": inst.az,
+            "bootstrap": inst.bootstrap,
+            "address": inst.address,
+            "job_names": [j.name for j in jobs],
+            "jobs": [{"name": j.name, "release": j.release, "sha1": j.sha1} for j in jobs],
+            "configuration_hash": applied.configuration_hash,
+            "packages": dict(applied.packages),
+            "persistent_disk": group.persistent_disk,
+        }
+        agent = self.agent(dep, inst)
+        self._agent_call(inst, lambda: agent.apply(jobs, spec, lay_out_packages(group)))
+        inst.applied = applied.to_json()
+        dep.save(self.layout)
+
+    def _stop_sequence(
+        self, dep: DeploymentState, inst: InstanceState, drain_args: Sequence[str], next_disk: int
+    ) -> None:
+        """Stopper.stop: drain (after unmonitor), monit stop and wait, post-stop."""
+        agent = self.agent(dep, inst)
+        self._agent_call(
+            inst,
+            lambda: agent.drain(drain_args, inst.disk_size, next_disk, self.log),
+        )
+        self._agent_call(inst, agent.stop)
+        self._agent_call(inst, lambda: agent.run_script("post-stop"))
+
+    def _start_sequence(self, dep: DeploymentState, inst: InstanceState, watch: float) -> None:
+        """Starter.start: pre-start, monit start, wait until running, post-start."""
+        agent = self.agent(dep, inst)
+        self._agent_call(inst, lambda: agent.run_script("pre-start"))
+        self._agent_call(inst, agent.start)
+        deadline = time.monotonic() + watch
+        state = agent.get_state()
+        while state != "running" and time.monotonic() < deadline:
+            time.sleep(0.5)
+            state = agent.get_state()
+        if state != "running":
+            failing = [n for n, s in agent.processes() if s != "running"]
+            raise DirectorError(
+                f"'{inst.name} ({inst.index})' is not running after update. "
+                f"Review logs for failed jobs: {', '.join(failing)}"
+            )
+        self._agent_call(inst, lambda: agent.run_script("post-start"))
+
+    # -- stop / start / restart / recreate ----------------------------------------------
+
+    def _selected(self, dep: DeploymentState, selector: str | None) -> list[InstanceState]:
+        idents = [plan.Ident(i.group, i.index, i.id) for i in dep.instances]
+        try:
+            chosen = {i.id for i in plan.select(idents, selector)}
+        except plan.SelectionError as exc:
+            raise DirectorError(str(exc)) from exc
+        return sorted(
+            (i for i in dep.instances if i.id in chosen), key=lambda i: (i.group, i.index)
+        )
+
+    def _ordered(self, dep: DeploymentState, insts: list[InstanceState]) -> list[InstanceState]:
+        groups = [str(g.get("name")) for g in dep.manifest.get("instance_groups") or []]
+        order = plan.update_order(groups, [plan.Placement(i.group, i.index) for i in insts])
+        return [i for p in order for i in insts if i.group == p.group and i.index == p.index]
+
+    def change_state(
+        self, name: str, action: str, selector: str | None, hard: bool = False
+    ) -> None:
+        with deployment_lock(self.layout, name, f"{action} instances"), self._host():
+            dep = self.load(name)
+            groups = {g.name: g for g in self._groups(dep)}
+            insts = self._ordered(dep, self._selected(dep, selector))
+            desired = (
+                self._render(dep, list(groups.values())) if action in ("start", "recreate") else {}
+            )
+            for inst in insts:
+                group = groups[inst.group]
+                started = time.monotonic()
+                agent = self.agent(dep, inst)
+                is_running = inst.vm and agent.get_state() not in ("stopped", "unknown")
+                label = f"{inst.name} ({inst.index})"
+                if action == "stop":
+                    if is_running:
+                        self.log(f"Stopping instance {inst.group}: {label}")
+                        self._stop_sequence(dep, inst, plan.SHUTDOWN_ARGS, inst.disk_size)
+                    inst.state = "stopped"
+                    if hard and inst.vm:
+                        self._delete_vm(dep, inst)
+                elif action == "start":
+                    inst.state = "started"
+                    self.log(f"Starting instance {inst.group}: {label}")
+                    if not inst.vm:
+                        self._create_vm(dep, inst, group)
+                        jobs, applied = desired[inst.id]
+                        self._apply(dep, inst, group, jobs, applied)
+                    if agent.get_state() != "running":
+                        self._start_sequence(dep, inst, watch_time(dep.manifest, False))
+                elif action == "restart":
+                    self.log(f"Restarting instance {inst.group}: {label}")
+                    if is_running:
+                        self._stop_sequence(dep, inst, plan.RESTART_ARGS, inst.disk_size)
+                    inst.state = "started"
+                    self._start_sequence(dep, inst, watch_time(dep.manifest, False))
+                elif action == "recreate":
+                    self.log(f"Recreating instance {inst.group}: {label}")
+                    if is_running:
+                        self._stop_sequence(dep, inst, plan.SHUTDOWN_ARGS, inst.disk_size)
+                    if inst.vm:
+                        self._delete_vm(dep, inst)
+                    self._create_vm(dep, inst, group)
+                    jobs, applied = desired[inst.id]
+                    self._apply(dep, inst, group, jobs, applied)
+                    if inst.state == "started":
+                        self._start_sequence(dep, inst, watch_time(dep.manifest, False))
+                else:
+                    raise DirectorError(f"unknown action {action!r}")
+                dep.save(self.layout)
+                self.log(f"Done {action} {label} ({_duration(started)})")
+            self.log("Succeeded")
+
+    # -- delete -----------------------------------------------------------------------
+
+    def _delete_instance(self, dep: DeploymentState, inst: InstanceState, force: bool) -> None:
+        """InstanceDeleter: shutdown drain with persistent_disk 0, stop, post-stop, delete VM,
+        orphan the disk. With force, failures of the instance's own scripts are skipped."""
+        agent = self.agent(dep, inst)
+        try:
+            if inst.vm and agent.get_state() not in ("stopped", "unknown"):
+                self._stop_sequence(dep, inst, plan.SHUTDOWN_ARGS, 0)
+        except DirectorError as exc:
+            if not force:
+                raise
+            self.log(f"Ignoring error (--force): {exc}")
+        self._delete_vm(dep, inst)
+        if inst.disk_cid:
+            self._orphan(dep, inst, inst.disk_cid)
+            inst.disk_cid = None
+            dep.save(self.layout)
+
+    def delete_deployment(self, name: str, force: bool = False) -> None:
+        if DeploymentState.load(self.layout, name) is None:
+            self.log(f"Deployment '{name}' does not exist, nothing to delete")
+            return
+        with deployment_lock(self.layout, name, f"delete deployment {name}"), self._host():
+            dep = self.load(name)
+            for inst in list(dep.instances):
+                self.log(f"Deleting instances: {inst.name} ({inst.index})")
+                self._delete_instance(dep, inst, force)
+                dep.instances.remove(inst)
+                dep.save(self.layout)
+            # Sweep namespaces of this deployment the state might not know (a crash
+            # between creating a namespace and saving the state).
+            for ns_file in self.layout.ns_dir.glob(f"{name}.*"):
+                Namespace(ns_file).destroy()
+            _rmtree(self.layout.deployment(name))
+        self.release_host_if_idle()
+        self.log("Succeeded")
+
+    def clean_up(self) -> None:
+        """`bosh clean-up --all`: delete orphaned disks."""
+        with self._host():
+            for orphan in _read_json(self.layout.orphans, []):
+                self.pool.delete(orphan["disk_cid"])
+                self.log(f"Deleting orphaned disk {orphan['disk_cid']}")
+            self.layout.orphans.unlink(missing_ok=True)
+        self.release_host_if_idle()
+
+    # -- errands ----------------------------------------------------------------------
+
+    def run_errand(
+        self, name: str, errand: str, selectors: Sequence[str] = ()
+    ) -> list[ErrandResult]:
+        with deployment_lock(self.layout, name, f"run errand {errand} from deployment {name}"):
+            dep = self.load(name)
+            groups = self._groups(dep)
+            with_job = {
+                g.name for g in groups for j in g.jobs if j.name == errand and j.spec.is_errand
+            }
+            if not with_job:
+                raise DirectorError(f"Errand '{errand}' doesn't exist")
+            candidates = [i for i in dep.instances if i.group in with_job]
+            if selectors:
+                chosen: dict[str, InstanceState] = {}
+                for sel in selectors:
+                    for i in self._selected(dep, sel):
+                        if i.group in with_job:
+                            chosen[i.id] = i
+                if not chosen:
+                    raise DirectorError("No instances match selection criteria")
+                candidates = list(chosen.values())
+            stopped = [i for i in candidates if i.state != "started" or not i.vm]
+            if stopped:
+                names = ", ".join(f"'{i.name}'" for i in stopped)
+                raise DirectorError(
+                    f"Instance(s) {names} is stopped, unable to run errand. Maybe start vm?"
+                )
+            results: dict[str, ErrandResult] = {}
+
+            def one(inst: InstanceState) -> None:
+                self.log(f"Running errand: {inst.name} ({inst.index})")
+                code, out, err = self.agent(dep, inst).run_errand(errand)
+                results[inst.id] = ErrandResult(f"{inst.name}", code, out, err)
+
+            threads = [threading.Thread(target=one, args=(i,)) for i in candidates]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            return [results[i.id] for i in sorted(candidates, key=lambda i: (i.group, i.index))]
+
+    # -- read-only --------------------------------------------------------------------
+
+    def instances(self, name: str) -> list[dict[str, Any]]:
+        dep = self.load(name)
+        rows = []
+        for inst in sorted(dep.instances, key=lambda i: (i.group, i.index)):
+            agent = self.agent(dep, inst)
+            rows.append(
+                {
+                    "instance": inst.name,
+                    "index": inst.index,
+                    "process_state": agent.get_state() if inst.vm else "-",
+                    "az": inst.az or "",
+                    "ips": inst.address,
+                    "bootstrap": inst.bootstrap,
+                    "disk_cid": inst.disk_cid or "",
+                    "processes": agent.processes() if inst.vm else [],
+                }
+            )
+        return rows
+
+    def ssh(self, name: str, selector: str, command: str) -> int:
+        dep = self.load(name)
+        insts = self._selected(dep, selector)
+        rc = 0
+        for inst in insts:
+            if not inst.vm:
+                raise DirectorError(f"Instance '{inst.name}' has no VM (hard-stopped?)")
+            rc = max(rc, self.agent(dep, inst).ssh(command))
+        return rc
+
+
+def _duration(started: float) -> str:
+    s = int(time.monotonic() - started)
+    return f"{s // 3600:02d}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+def _read_json(path: Path, default: Any) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return default
+
+
+def _rmtree(path: Path) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _flock(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)

@@ -1,0 +1,152 @@
+"""Persistent disks: ext4 images in a reflink-capable pool, loop-mounted in an instance.
+
+The pool is what the `loopback` snapshot provider clones from, so it must support
+reflink (cheap copy-on-write clones, like IaaS snapshots). If the state dir's own
+filesystem cannot reflink, the pool is an XFS image (reflink=1) loop-mounted at
+`<state>/pool`; it is mounted while any deployment exists and unmounted after the
+last one is deleted, so an idle machine keeps no mount or loop device.
+
+A disk image carries its filesystem directly (no partition table), so the
+snapshot provider can loop-mount an image or a clone of it as is. The agent
+would partition a real block device first; nothing else differs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import uuid
+from pathlib import Path
+
+from localbosh.namespace import CommandError
+from localbosh.namespace import Namespace
+from localbosh.namespace import mounted
+from localbosh.namespace import run
+from localbosh.state import Layout
+
+STORE = "/var/vcap/store"
+MIGRATION_TARGET = "/var/vcap/store_migration_target"
+DEFAULT_POOL_SIZE = "64G"
+
+
+def reflink_supported(directory: Path) -> bool:
+    directory.mkdir(parents=True, exist_ok=True)
+    src = directory / f".reflink-probe-{os.getpid()}"
+    dst = directory / f".reflink-probe-{os.getpid()}.clone"
+    try:
+        src.write_bytes(b"probe")
+        proc = subprocess.run(
+            ["cp", "--reflink=always", str(src), str(dst)], capture_output=True, check=False
+        )
+        return proc.returncode == 0
+    finally:
+        src.unlink(missing_ok=True)
+        dst.unlink(missing_ok=True)
+
+
+class Pool:
+    def __init__(self, layout: Layout) -> None:
+        self.layout = layout
+        self.path = layout.pool
+
+    def ensure(self) -> None:
+        """Make the pool usable; mounting it before any namespace is created matters,
+        because a namespace only sees the host mounts that existed when it was made."""
+        if mounted(self.path):
+            return
+        self.path.mkdir(parents=True, exist_ok=True)
+        if not self.layout.pool_image.exists():
+            if reflink_supported(self.layout.root):
+                return
+            size = os.environ.get("LOCALBOSH_POOL_SIZE", DEFAULT_POOL_SIZE)
+            run(["truncate", "-s", size, str(self.layout.pool_image)], what="creating pool image")
+            run(
+                ["mkfs.xfs", "-q", "-m", "reflink=1", str(self.layout.pool_image)],
+                what=f"formatting pool image {self.layout.pool_image}",
+            )
+        run(
+            ["mount", "-o", "loop", str(self.layout.pool_image), str(self.path)],
+            what=f"mounting disk pool {self.layout.pool_image} at {self.path}",
+        )
+
+    def release(self) -> None:
+        if mounted(self.path):
+            run(["umount", str(self.path)], what=f"unmounting disk pool {self.path}")
+
+    def image(self, cid: str) -> Path:
+        if not cid.startswith("disk-") or "/" in cid or ".." in cid:
+            raise ValueError(f"invalid disk CID {cid!r}")
+        return self.path / f"{cid}.img"
+
+    def create(self, size_mib: int) -> str:
+        cid = f"disk-{uuid.uuid4()}"
+        img = self.image(cid)
+        run(["truncate", "-s", f"{size_mib}M", str(img)], what=f"creating disk {cid}")
+        # The agent formats with `mke2fs -t ext4 -j` and lazy inode tables.
+        run(
+            [
+                "mkfs.ext4",
+                "-q",
+                "-F",
+                "-j",
+                "-E",
+                "lazy_itable_init=1",
+                "-L",
+                "bosh-store",
+                str(img),
+            ],
+            what=f"formatting disk {cid}",
+        )
+        (img.with_suffix(".json")).write_text(json.dumps({"cid": cid, "size_mib": size_mib}))
+        return cid
+
+    def delete(self, cid: str) -> None:
+        img = self.image(cid)
+        img.unlink(missing_ok=True)
+        img.with_suffix(".json").unlink(missing_ok=True)
+
+
+def mount_disk(ns: Namespace, image: Path, target: str = STORE) -> None:
+    # `mount -o loop` sets autoclear: the loop device goes away with the last
+    # mount, even if the namespace is torn down without unmounting.
+    ns.run(["mkdir", "-p", target], what=f"creating {target}")
+    ns.run(["mount", "-o", "loop", str(image), target], what=f"mounting {image} at {target}")
+    ns.run(["chmod", "0700", target], what=f"setting permissions of {target}")
+
+
+def unmount_disk(ns: Namespace, target: str = STORE) -> None:
+    if not is_mounted_in(ns, target):
+        return
+    try:
+        ns.run(["umount", target], what=f"unmounting {target}")
+    except CommandError as exc:
+        holders = ns.run(["sh", "-c", f"fuser -vm {target} 2>&1 || true"], what="fuser").stdout
+        raise CommandError(f"{exc}\nprocesses using {target}:\n{holders}") from exc
+
+
+def is_mounted_in(ns: Namespace, target: str) -> bool:
+    proc = subprocess.run(
+        ns.argv(["findmnt", "-n", target]), capture_output=True, text=True, check=False
+    )
+    return proc.returncode == 0 and bool(proc.stdout.strip())
+
+
+def migrate(ns: Namespace, new_image: Path) -> None:
+    """Copy /var/vcap/store onto a new disk the way the agent migrates (jobs are stopped).
+
+    New disk on the migration target, old remounted read-only, tar with xattrs and
+    sparse files, then the new disk takes /var/vcap/store.
+    """
+    mount_disk(ns, new_image, MIGRATION_TARGET)
+    ns.run(["mount", "-o", "remount,ro", STORE], what=f"remounting {STORE} read-only")
+    ns.run(
+        [
+            "sh",
+            "-c",
+            f"tar --xattrs --sparse -C {STORE} -cf - . | tar --xattrs -xpf - -C {MIGRATION_TARGET}",
+        ],
+        what="copying the persistent disk to the new disk",
+    )
+    ns.run(["umount", STORE], what=f"unmounting old disk from {STORE}")
+    ns.run(["mount", "--move", MIGRATION_TARGET, STORE], what=f"moving new disk to {STORE}")
