@@ -307,3 +307,13 @@ def test_render_template_rb_speaks_json_on_its_own() -> None:
         check=True,
     )
     assert json.loads(proc.stdout)["t"].startswith("begin\n")
+
+
+def test_a_template_that_prints_does_not_corrupt_the_answer(
+    make_job: Callable[..., Path],
+) -> None:
+    job = make_job(
+        {"name": "j", "templates": {"a.erb": "a"}},
+        {"a.erb": "<% puts 'noise'; $stdout.write('more'); system('echo', 'child') %>ok\n"},
+    )
+    assert render_job(job, {}) == {"a": "ok\n", "monit": ""}

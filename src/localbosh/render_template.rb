@@ -615,6 +615,11 @@ module LocalBosh
   end
 
   def self.main
+    # Templates may print (puts, backticks); on a Director that lands in its
+    # log. Here it must not corrupt the JSON answer, so fd 1 becomes stderr
+    # and only the answer goes to the original stdout.
+    answer_io = $stdout.dup
+    $stdout.reopen($stderr)
     raw = $stdin.read
     begin
       input = JSON.parse(raw)
@@ -625,16 +630,16 @@ module LocalBosh
     renderer = JobRenderer.new(input)
     case input['mode'] || 'render'
     when 'check'
-      $stdout.write(JSON.generate('errors' => renderer.check))
+      answer_io.write(JSON.generate('errors' => renderer.check))
     when 'render'
-      $stdout.write(JSON.generate(renderer.render))
+      answer_io.write(JSON.generate(renderer.render))
     else
       raise InputError, "unknown mode '#{input['mode']}' (render or check)"
     end
     0
   rescue JobRenderer::Failure => e
     $stderr.puts(e.message)
-    $stdout.write(JSON.generate('error' => e.message, 'job' => renderer&.job_name, 'template_errors' => e.errors))
+    answer_io.write(JSON.generate('error' => e.message, 'job' => renderer&.job_name, 'template_errors' => e.errors))
     1
   rescue InputError => e
     $stderr.puts("render_template.rb: #{e.message}")

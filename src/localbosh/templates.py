@@ -239,8 +239,8 @@ def render_job(
         if not isinstance(rendered, dict):
             raise RendererFailedError(f"{RENDERER.name} answered {rendered!r}, not an object")
         return {str(dest): str(content) for dest, content in rendered.items()}
-    if proc.returncode == 1:
-        answer = json.loads(proc.stdout)
+    answer = _json_answer(proc) if proc.returncode == 1 else None
+    if isinstance(answer, dict) and "error" in answer:
         errors = [
             TemplateError(template=e.get("template"), line=e.get("line"), message=e["message"])
             for e in answer.get("template_errors", [])
@@ -274,6 +274,15 @@ def _run(request: Mapping[str, Any]) -> subprocess.CompletedProcess[str]:
         check=False,
         timeout=RUBY_TIMEOUT_SECONDS,
     )
+
+
+def _json_answer(proc: subprocess.CompletedProcess[str]) -> Any:
+    # Ruby also exits 1 when it dies of an uncaught exception; only a JSON
+    # answer is a render failure, anything else is the renderer's own fault.
+    try:
+        return json.loads(proc.stdout)
+    except json.JSONDecodeError:
+        return None
 
 
 def _describe_failure(proc: subprocess.CompletedProcess[str], job_dir: Path) -> str:
