@@ -126,13 +126,12 @@ def check_spec_keys(root: Path) -> list[str]:
                     f"(known: {', '.join(sorted(PROPERTY_KEYS))})"
                 )
     for package in _packages(root):
-        spec_path = package / "spec"
-        if not spec_path.is_file():
+        package_spec = package / "spec"
+        if not package_spec.is_file():
             continue
-        spec = _yaml(spec_path) or {}
-        for key in sorted(set(spec) - PACKAGE_KEYS):
+        for key in sorted(set(_yaml(package_spec) or {}) - PACKAGE_KEYS):
             errors.append(
-                f"{_rel(root, spec_path)}: unknown key '{key}' "
+                f"{_rel(root, package_spec)}: unknown key '{key}' "
                 f"(known: {', '.join(sorted(PACKAGE_KEYS))})"
             )
     return errors
@@ -368,6 +367,7 @@ def _erb_errors_with_ruby(job: Path) -> list[str]:
 
 
 def check_erb_compiles(root: Path) -> list[str]:
+    check: Check
     try:
         from localbosh.templates import check_erb_syntax
     except ImportError:

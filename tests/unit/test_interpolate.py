@@ -484,7 +484,9 @@ def test_leaf_certificate_verifies_against_its_ca(tmp_path: Path) -> None:
 
     key = serialization.load_pem_private_key(tls["private_key"].encode(), password=None)
     assert isinstance(key, rsa.RSAPrivateKey)
-    assert key.public_key().public_numbers() == leaf.public_key().public_numbers()
+    leaf_key = leaf.public_key()
+    assert isinstance(leaf_key, rsa.RSAPublicKey)
+    assert key.public_key().public_numbers() == leaf_key.public_numbers()
     assert tls["private_key"].startswith("-----BEGIN RSA PRIVATE KEY-----")
 
     builder = PolicyBuilder().store(Store([ca]))
