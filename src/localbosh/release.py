@@ -370,7 +370,7 @@ def _tar_info(
 def _write_tgz(dest: Path, entries: list[tuple[str, Path | bytes | None, int]]) -> None:
     """entries: (name, file path | bytes | None for a directory, mode)."""
     with dest.open("wb") as raw, \
-            gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as gz, \
+            gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=6) as gz, \
             tarfile.open(fileobj=gz, mode="w", format=tarfile.GNU_FORMAT) as tar:
         for name, content, mode in entries:
             if content is None:
