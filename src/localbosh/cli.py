@@ -29,7 +29,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "-n", "--non-interactive", action="store_true", help="accepted for bosh compatibility"
     )
-    sub = p.add_subparsers(dest="command", required=True)
+    sub = p.add_subparsers(dest="verb", required=True)
 
     d = sub.add_parser("deploy", help="create or update the deployment")
     d.add_argument("manifest", type=Path)
@@ -98,19 +98,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     layout = Layout(home())
     director = Director(layout)
     try:
-        if args.command == "deploy":
+        if args.verb == "deploy":
             name = _need_deployment(args)
             variables = dict(parse_var_kv(v) for v in args.var)
+            # Generated variables must survive redeploys, as in a Director's config
+            # server: without --vars-store they live in the deployment's state dir.
+            vars_store = args.vars_store or layout.deployment(name) / "vars-store.yml"
+            vars_store.parent.mkdir(parents=True, exist_ok=True)
             manifest = interpolate(
                 args.manifest,
                 ops_files=list(args.ops_file),
                 variables=variables,
-                vars_store=args.vars_store,
+                vars_store=vars_store,
                 vars_files=list(args.vars_file),
             )
             print(f"Using deployment '{name}'")
             director.deploy(name, manifest, args.manifest.resolve().parent, recreate=args.recreate)
-        elif args.command == "instances":
+        elif args.verb == "instances":
             name = _need_deployment(args)
             rows = director.instances(name)
             print(f"Deployment '{name}'\n")
@@ -130,7 +134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         )
             print(_table(headers, table))
             print(f"\n{len(rows)} instances\n\nSucceeded")
-        elif args.command == "run-errand":
+        elif args.verb == "run-errand":
             name = _need_deployment(args)
             results = director.run_errand(name, args.name, args.instance)
             _print_errands(results)
@@ -141,22 +145,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"\nErrand '{args.name}' {verb} (exit code {worst})\n\nExit code 1")
                 return 1
             print("\nSucceeded")
-        elif args.command in ("stop", "start", "restart", "recreate"):
+        elif args.verb in ("stop", "start", "restart", "recreate"):
             name = _need_deployment(args)
             if getattr(args, "skip_drain", False):
                 raise DirectorError("--skip-drain is not supported by the local deployment")
-            director.change_state(
-                name, args.command, args.selector, hard=getattr(args, "hard", False)
-            )
-        elif args.command == "ssh":
+            director.change_state(name, args.verb, args.selector, hard=getattr(args, "hard", False))
+        elif args.verb == "ssh":
             return director.ssh(_need_deployment(args), args.selector, args.command)
-        elif args.command == "delete-deployment":
+        elif args.verb == "delete-deployment":
             director.delete_deployment(_need_deployment(args), force=args.force)
-        elif args.command == "deployments":
+        elif args.verb == "deployments":
             names = layout.deployment_names()
             print(_table(["Name"], [[n] for n in names]))
             print(f"\n{len(names)} deployments\n\nSucceeded")
-        elif args.command == "clean-up":
+        elif args.verb == "clean-up":
             director.clean_up()
     except (DirectorError, LockError, InterpolationError, CommandError) as exc:
         print(f"Error: {exc}", file=sys.stderr)

@@ -171,6 +171,21 @@ class Monit:
                     "pending after 5 minutes"
                 )
             time.sleep(0.5)
+        # Debian's monit 5.33 skips the stop program of an unmonitored service (the
+        # stemcell's 5.2 runs it), and the drain action has just unmonitored them all:
+        # monitor them again first, or `stop -g vcap` would leave processes running.
+        # One action at a time: monit keeps a single pending action per service.
+        unmonitored = [s.name for s in self.status().in_group("vcap") if not s.monitored]
+        for name in unmonitored:
+            self.cli("monitor", name)
+        while any(
+            not s.monitored or s.pending
+            for s in self.status().in_group("vcap")
+            if s.name in unmonitored
+        ):
+            if time.monotonic() > deadline:
+                raise MonitError(f"Timed out re-monitoring {unmonitored} before stopping them")
+            time.sleep(0.1)
         self.cli("stop", "-g", "vcap")
         while True:
             services = self.status().in_group("vcap")
