@@ -1,0 +1,17 @@
+"""Snapshot backends behind one small interface (DESIGN §4)."""
+
+from __future__ import annotations
+
+from disk_snapshots.config import ProviderConfig
+from disk_snapshots.instance import Disk
+from disk_snapshots.providers.base import Provider
+from disk_snapshots.providers.base import ProviderError
+
+
+def make_provider(config: ProviderConfig, disk: Disk | None) -> Provider:
+    """The provider the ``provider.type`` property names, for this instance's disk."""
+    if config.type == "loopback":
+        from disk_snapshots.providers.loopback import LoopbackProvider
+
+        return LoopbackProvider.for_disk(config.loopback_pool, disk)
+    raise ProviderError(f"provider.type {config.type!r} is not available in this version")

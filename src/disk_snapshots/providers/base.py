@@ -1,0 +1,46 @@
+"""The provider interface and what all providers share."""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import Protocol
+
+from disk_snapshots.annotations import Annotations
+from disk_snapshots.catalog import Query
+from disk_snapshots.catalog import Snapshot
+from disk_snapshots.instance import Disk
+
+
+class ProviderError(RuntimeError):
+    """The backend refused or failed; the message says what and where."""
+
+
+class UnknownSnapshot(ProviderError):
+    """No snapshot with that id exists (or it is not one of ours)."""
+
+
+class Provider(Protocol):
+    name: str
+
+    def snapshot(self, disk: Disk, annotations: Annotations) -> Snapshot:
+        """Take a snapshot; returns once its point in time is fixed."""
+        ...
+
+    def list(self, query: Query | None = None) -> list[Snapshot]:
+        """Our snapshots, from the provider's own tags/metadata, newest first."""
+        ...
+
+    def get(self, snapshot_id: str) -> Snapshot:
+        """One snapshot; UnknownSnapshot when it does not exist."""
+        ...
+
+    def update(self, snapshot_id: str, annotations: Annotations) -> Snapshot:
+        """Rewrite a snapshot's annotations (set state is decided after the fact)."""
+        ...
+
+    def delete(self, snapshot_id: str) -> None: ...
+
+    def materialize(self, snapshot_id: str, az: str) -> AbstractContextManager[Path]:
+        """A read-only mount of a new disk made from the snapshot, gone on exit."""
+        ...

@@ -1,0 +1,173 @@
+"""Service profiles: how to ask the colocated service its role and make it flush to disk.
+
+Each profile answers three questions with deadlines: which role does this instance
+play (leader, follower, standalone), how to get everything the service holds in
+memory onto the disk before a snapshot, and how to undo that afterwards.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from disk_snapshots.annotations import ROLES
+from disk_snapshots.annotations import Role
+from disk_snapshots.config import ServiceConfig
+from disk_snapshots.resp import RedisClient
+from disk_snapshots.resp import RedisError
+
+DEFAULT_TIMEOUT = 30.0
+
+
+class ServiceError(RuntimeError):
+    """The service did not answer a probe or refused to flush."""
+
+
+class Service(Protocol):
+    name: str
+
+    def role(self) -> Role: ...
+
+    def flush(self) -> bool:
+        """Make the on-disk state complete; False when this profile has nothing to flush."""
+        ...
+
+    def resume(self) -> None: ...
+
+
+def run_argv(argv: Sequence[str], what: str, timeout: float = DEFAULT_TIMEOUT) -> str:
+    """Run a configured command (an argv list, never a shell string) with a deadline."""
+    try:
+        proc = subprocess.run(
+            list(argv),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+            stdin=subprocess.DEVNULL,
+        )
+    except FileNotFoundError:
+        raise ServiceError(f"{what}: {argv[0]} does not exist") from None
+    except subprocess.TimeoutExpired:
+        raise ServiceError(
+            f"{what}: {' '.join(argv)} did not finish within {timeout:.0f}s"
+        ) from None
+    if proc.returncode != 0:
+        detail = (proc.stderr or proc.stdout).strip()[-500:]
+        raise ServiceError(f"{what}: {' '.join(argv)} exited {proc.returncode}: {detail}")
+    return proc.stdout
+
+
+@dataclass
+class RedisService:
+    client: RedisClient
+    timeout: float = DEFAULT_TIMEOUT
+    name: str = "redis"
+
+    def role(self) -> Role:
+        try:
+            replication = self.client.info("replication")
+        except RedisError as err:
+            raise ServiceError(f"redis role probe (INFO replication) failed: {err}") from None
+        if replication.get("role") == "slave":
+            return "follower"
+        if replication.get("role") == "master":
+            replicas = int(replication.get("connected_slaves", "0") or 0)
+            return "leader" if replicas > 0 else "standalone"
+        raise ServiceError(f"redis reported an unknown role {replication.get('role')!r}")
+
+    def flush(self) -> bool:
+        """BGSAVE and wait for it: clients keep writing meanwhile (SAVE would block them)."""
+        deadline = time.monotonic() + self.timeout
+        try:
+            before = int(self.client.info("persistence").get("rdb_saves", "0"))
+            while True:
+                try:
+                    self.client.call("BGSAVE")
+                    break
+                except RedisError as err:
+                    # Another save is running and may predate our call: wait, then start ours.
+                    if "already in progress" not in str(err):
+                        raise
+                    before = self._wait_idle(deadline)
+            while True:
+                persistence = self.client.info("persistence")
+                done = persistence.get("rdb_bgsave_in_progress") == "0"
+                if done and int(persistence.get("rdb_saves", "0")) > before:
+                    if persistence.get("rdb_last_bgsave_status") != "ok":
+                        raise ServiceError("redis BGSAVE failed (rdb_last_bgsave_status is not ok)")
+                    return True
+                if time.monotonic() > deadline:
+                    raise ServiceError(f"redis BGSAVE did not finish within {self.timeout:.0f}s")
+                time.sleep(0.005)
+        except RedisError as err:
+            raise ServiceError(f"redis refused to flush (BGSAVE): {err}") from None
+
+    def _wait_idle(self, deadline: float) -> int:
+        while True:
+            persistence = self.client.info("persistence")
+            if persistence.get("rdb_bgsave_in_progress") == "0":
+                return int(persistence.get("rdb_saves", "0"))
+            if time.monotonic() > deadline:
+                raise ServiceError("redis: a running background save did not finish in time")
+            time.sleep(0.01)
+
+    def resume(self) -> None:
+        """Nothing to undo: BGSAVE never stopped Redis."""
+
+
+@dataclass
+class CommandService:
+    role_argv: tuple[str, ...]
+    flush_argv: tuple[str, ...]
+    resume_argv: tuple[str, ...]
+    timeout: float = DEFAULT_TIMEOUT
+    name: str = "command"
+
+    def role(self) -> Role:
+        printed = run_argv(self.role_argv, "role command", self.timeout).strip()
+        if printed not in ROLES:
+            raise ServiceError(
+                f"role command {' '.join(self.role_argv)} printed {printed[:80]!r}; "
+                "expected leader, follower or standalone"
+            )
+        return printed
+
+    def flush(self) -> bool:
+        if not self.flush_argv:
+            return False
+        run_argv(self.flush_argv, "flush command", self.timeout)
+        return True
+
+    def resume(self) -> None:
+        if self.resume_argv:
+            run_argv(self.resume_argv, "resume command", self.timeout)
+
+
+@dataclass
+class NoService:
+    name: str = "none"
+
+    def role(self) -> Role:
+        return "unknown"
+
+    def flush(self) -> bool:
+        return False
+
+    def resume(self) -> None:
+        """Nothing was flushed."""
+
+
+def make_service(config: ServiceConfig, address: str = "127.0.0.1") -> Service:
+    if config.profile == "redis":
+        client = RedisClient(host=address, port=config.redis.port, password=config.redis.password)
+        return RedisService(client)
+    if config.profile == "command":
+        c = config.command
+        return CommandService(c.role, c.flush, c.resume)
+    if config.profile == "none":
+        return NoService()
+    raise ServiceError(f"service.profile {config.profile!r} is not available in this version")
