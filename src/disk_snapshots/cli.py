@@ -7,27 +7,32 @@ BOSH hooks, errands and ``bosh ssh`` users all reach the same code.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from disk_snapshots import __version__
+from disk_snapshots import errands
 from disk_snapshots.config import ConfigError
 from disk_snapshots.config import load_config
+from disk_snapshots.hooks import SNAPSHOT_ERRORS
+from disk_snapshots.hooks import run_hook
+from disk_snapshots.retention import guard_keeps
+from disk_snapshots.snapshotter import VM_PATHS
+from disk_snapshots.snapshotter import Snapshotter
+from disk_snapshots.table import render_table
+from disk_snapshots.table import to_json
 
 JOBS_DIR = Path("/var/vcap/jobs")
 EXIT_CONFIG = 2
 EXIT_NOT_BUILT = 3
 
 # What this version does not do yet, and the issue that brings it. An operator must
-# never read success from a hook or errand that did nothing (DESIGN §12), so these
-# refuse loudly: drain prints nothing on stdout, which the agent treats as failure.
+# never read success from something that did nothing (DESIGN §12), so these refuse loudly.
 NOT_BUILT = {
-    "hook": "lifecycle hooks arrive with issue #4 (snapshots on every deploy)",
-    "snapshots": "on-VM snapshot commands arrive with issue #4",
     "daemon": "the snapshotter daemon arrives with issue #5",
-    "errand take-snapshot": "the take-snapshot errand arrives with issue #4",
-    "errand list-snapshots": "the list-snapshots errand arrives with issue #4",
     "errand restore": "the restore errand arrives with issue #6",
 }
 
@@ -71,10 +76,24 @@ def build_parser() -> argparse.ArgumentParser:
     daemon.add_argument("action", choices=["start", "stop", "run"])
 
     snapshots = commands.add_parser(
-        "snapshots", help="list, show, take or delete snapshots on this VM"
+        "snapshots",
+        help="list, show, take or delete snapshots (for bosh ssh users)",
+        description="The deployment's snapshot catalog, from this VM.",
     )
-    snapshots.add_argument("action", choices=["list", "show", "take", "delete"])
-    snapshots.add_argument("args", nargs="*")
+    actions = snapshots.add_subparsers(dest="action", required=True, metavar="ACTION")
+    listing = actions.add_parser("list", help="every snapshot of this deployment, newest first")
+    listing.add_argument("--json", action="store_true", help="JSON instead of a table")
+    show = actions.add_parser("show", help="one snapshot's annotations")
+    show.add_argument("snapshot_id")
+    take = actions.add_parser("take", help="take an application-consistent snapshot now")
+    take.add_argument("--note", default="", help="free text recorded on the snapshot (no secrets)")
+    delete = actions.add_parser("delete", help="delete one snapshot")
+    delete.add_argument("snapshot_id")
+    delete.add_argument(
+        "--force",
+        action="store_true",
+        help="delete even if retention would keep it (newest consistent, newest leader...)",
+    )
 
     errand = commands.add_parser("errand", help="run an errand (bin/run of the errand jobs)")
     errand.add_argument("name", choices=["take-snapshot", "list-snapshots", "restore"])
@@ -85,20 +104,85 @@ def _check_config(path: Path) -> int:
     try:
         config = load_config(path)
     except ConfigError as err:
-        print(f"disk-snapshots: invalid configuration in {path}:", file=sys.stderr)
-        for line in err.problems:
-            print(f"  {line}", file=sys.stderr)
+        print(err.report(f"disk-snapshots: invalid configuration in {path}"), file=sys.stderr)
         return EXIT_CONFIG
     print(f"{path}: valid {type(config).__name__}")
     return 0
 
 
+def _setup_logging(command: str, name: str) -> None:
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    # The agent keeps no log of drain's output (reference §1.1): keep our own.
+    if command == "hook" and name == "drain" and VM_PATHS.logs.is_dir():
+        handlers.append(logging.FileHandler(VM_PATHS.logs / "drain.log"))
+    logging.Formatter.converter = time.gmtime
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s disk-snapshots %(levelname)s %(message)s",
+        datefmt="%Y-%m-%dT%H:%M:%SZ",
+        handlers=handlers,
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    _setup_logging(args.command, getattr(args, "name", ""))
     if args.command == "config":
         return _check_config(args.config)
+    if args.command == "hook":
+        return run_hook(args.name, args.args)
+    if args.command == "snapshots":
+        return run_snapshots(args)
+    if args.command == "errand" and args.name == "take-snapshot":
+        return errands.take_snapshot()
+    if args.command == "errand" and args.name == "list-snapshots":
+        return errands.list_snapshots()
     key = f"errand {args.name}" if args.command == "errand" else args.command
     print(
         f"disk-snapshots: {key}: not available in this version: {NOT_BUILT[key]}", file=sys.stderr
     )
     return EXIT_NOT_BUILT
+
+
+def run_snapshots(args: argparse.Namespace) -> int:
+    try:
+        snapshotter = Snapshotter.load()
+    except ConfigError as err:
+        print(err.report("invalid configuration"), file=sys.stderr)
+        return EXIT_CONFIG
+    except SNAPSHOT_ERRORS as err:
+        print(f"snapshots: {err}", file=sys.stderr)
+        return 1
+    try:
+        if args.action == "list":
+            catalog = snapshotter.catalog()
+            print(to_json(catalog) if args.json else render_table(catalog))
+        elif args.action == "show":
+            print(to_json([snapshotter.provider.get(args.snapshot_id)]))
+        elif args.action == "take":
+            taken = snapshotter.take("manual", note=args.note)
+            snapshotter.prune()
+            for warning in taken.warnings:
+                print(f"warning: {warning}", file=sys.stderr)
+            print(render_table([taken.snapshot]))
+        elif args.action == "delete":
+            return _delete(snapshotter, args.snapshot_id, force=args.force)
+    except SNAPSHOT_ERRORS as err:
+        print(f"snapshots {args.action}: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _delete(snapshotter: Snapshotter, snapshot_id: str, *, force: bool) -> int:
+    snapshot = snapshotter.provider.get(snapshot_id)
+    guard = guard_keeps(snapshotter.catalog()).get(snapshot.id)
+    if guard and not force:
+        print(
+            f"snapshots delete: {snapshot_id} is the {guard}; retention keeps it on purpose. "
+            "Pass --force to delete it anyway.",
+            file=sys.stderr,
+        )
+        return 1
+    snapshotter.provider.delete(snapshot_id)
+    print(f"deleted {snapshot_id}")
+    return 0

@@ -30,6 +30,10 @@ class ValidationError(ValueError):
         self.problems = tuple(problems)
         super().__init__("\n".join(self.problems))
 
+    def report(self, header: str) -> str:
+        """``header:`` then one indented problem per line, as hooks and errands print it."""
+        return "\n".join([f"{header}:", *(f"  {p}" for p in self.problems)])
+
 
 @dataclass
 class Problems:

@@ -1,0 +1,96 @@
+"""The colocated errands: take-snapshot and list-snapshots (restore arrives with issue #6).
+
+A colocated errand runs on every instance that has the job (reference §2.2). Work that
+belongs to the deployment as a whole is done by one coordinator, the bootstrap
+instance of the ``snapshotter`` link (or of this group when the link is not wired);
+the others say who that is and exit 0.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from disk_snapshots.config import ConfigError
+from disk_snapshots.config import ListSnapshotsConfig
+from disk_snapshots.config import SnapshotterConfig
+from disk_snapshots.config import TakeSnapshotConfig
+from disk_snapshots.config import load_config
+from disk_snapshots.hooks import SNAPSHOT_ERRORS
+from disk_snapshots.snapshotter import VM_PATHS
+from disk_snapshots.snapshotter import Paths
+from disk_snapshots.snapshotter import Snapshotter
+from disk_snapshots.table import render_table
+from disk_snapshots.table import to_json
+
+log = logging.getLogger("disk_snapshots.errands")
+
+
+def coordinator(config: SnapshotterConfig) -> tuple[bool, str]:
+    """Whether this instance coordinates, and how to name the one that does."""
+    link = config.links.get("snapshotter")
+    spec = config.spec
+    if link is None or not link.instances:
+        me = f"{spec.name}/{spec.index} ({spec.id})"
+        return spec.bootstrap, me if spec.bootstrap else f"the bootstrap instance of {spec.name}"
+    chosen = next(
+        (i for i in link.instances if i.bootstrap), min(link.instances, key=lambda i: i.index)
+    )
+    return chosen.id == spec.id, f"{chosen.name}/{chosen.index} ({chosen.id})"
+
+
+def _load(job: str, paths: Paths) -> tuple[object, Snapshotter]:
+    errand_config = load_config(paths.job_config(job))
+    return errand_config, Snapshotter.load(paths)
+
+
+def take_snapshot(paths: Paths = VM_PATHS) -> int:
+    try:
+        config, snapshotter = _load("take-snapshot", paths)
+    except ConfigError as err:
+        print(err.report("take-snapshot: invalid configuration"))
+        return 1
+    except SNAPSHOT_ERRORS as err:
+        print(f"take-snapshot: cannot snapshot this instance: {err}")
+        return 1
+    if not isinstance(config, TakeSnapshotConfig):
+        print("take-snapshot: config.json is not the take-snapshot job's")
+        return 1
+    if config.scope == "set":
+        print(
+            "take-snapshot: take_snapshot.scope set needs the snapshotter daemon's set "
+            "coordination, which this version does not have yet (issue #5); no snapshot taken"
+        )
+        return 1
+    spec = snapshotter.config.spec
+    try:
+        taken = snapshotter.take("manual", note=config.note)
+        snapshotter.prune()
+    except SNAPSHOT_ERRORS as err:
+        print(f"take-snapshot: {spec.name}/{spec.index}: FAILED, no snapshot taken: {err}")
+        return 1
+    for warning in taken.warnings:
+        print(f"take-snapshot: warning: {warning}")
+    print(render_table([taken.snapshot]))
+    print(f"frozen for {taken.frozen_seconds * 1000:.0f} ms")
+    return 0
+
+
+def list_snapshots(paths: Paths = VM_PATHS) -> int:
+    try:
+        config, snapshotter = _load("list-snapshots", paths)
+    except ConfigError as err:
+        print(err.report("list-snapshots: invalid configuration"))
+        return 1
+    except SNAPSHOT_ERRORS as err:
+        print(f"list-snapshots: cannot read the catalog from this instance: {err}")
+        return 1
+    if not isinstance(config, ListSnapshotsConfig):
+        print("list-snapshots: config.json is not the list-snapshots job's")
+        return 1
+    leads, who = coordinator(snapshotter.config)
+    if not leads:
+        print(f"list-snapshots: the catalog is printed by {who}; nothing to do on this instance")
+        return 0
+    catalog = snapshotter.catalog()
+    print(to_json(catalog) if config.format == "json" else render_table(catalog))
+    return 0

@@ -1,0 +1,187 @@
+"""One instance's snapshotter: its config, disk, provider and service, and the one way to
+take, list and prune snapshots that hooks, errands, the daemon and operators share."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from datetime import UTC
+from datetime import datetime
+from pathlib import Path
+
+from disk_snapshots.annotations import Annotations
+from disk_snapshots.annotations import Consistency
+from disk_snapshots.annotations import Role
+from disk_snapshots.catalog import Query
+from disk_snapshots.catalog import Snapshot
+from disk_snapshots.config import SnapshotterConfig
+from disk_snapshots.config import load_snapshotter_config
+from disk_snapshots.instance import Disk
+from disk_snapshots.instance import current_disk
+from disk_snapshots.providers import make_provider
+from disk_snapshots.providers.base import Provider
+from disk_snapshots.quiesce import Taken
+from disk_snapshots.quiesce import take_quiesced
+from disk_snapshots.retention import RetentionPlan
+from disk_snapshots.retention import plan_retention
+from disk_snapshots.retention import policies_for
+from disk_snapshots.services import Service
+from disk_snapshots.services import make_service
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Where the snapshotter keeps its files on a VM (``root`` is "/" there)."""
+
+    root: Path = Path("/")
+
+    @property
+    def config(self) -> Path:
+        return self.root / "var/vcap/jobs/snapshotter/config/config.json"
+
+    def job_config(self, job: str) -> Path:
+        return self.root / f"var/vcap/jobs/{job}/config/config.json"
+
+    @property
+    def data(self) -> Path:
+        """Ephemeral state; never on the persistent disk, which gets frozen."""
+        return self.root / "var/vcap/data/snapshotter"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "var/vcap/sys/log/snapshotter"
+
+    @property
+    def role_file(self) -> Path:
+        return self.data / "role.json"
+
+    @property
+    def drain_file(self) -> Path:
+        """What the last drain decided, for post-stop (which gets no arguments)."""
+        return self.data / "drain.json"
+
+
+VM_PATHS = Paths()
+
+
+def pending_import_marker(store: Path) -> Path:
+    """On the persistent disk, so the request to import follows the data."""
+    return store / ".disk-snapshots" / "pending-import.json"
+
+
+@dataclass
+class Snapshotter:
+    config: SnapshotterConfig
+    disk: Disk
+    provider: Provider
+    service: Service
+    paths: Paths
+
+    @classmethod
+    def load(cls, paths: Paths = VM_PATHS) -> Snapshotter:
+        config = load_snapshotter_config(paths.config)
+        disk = current_disk(paths.root)
+        return cls(
+            config=config,
+            disk=disk,
+            provider=make_provider(config.provider, disk),
+            service=make_service(config.service, config.spec.address),
+            paths=paths,
+        )
+
+    def annotations(
+        self,
+        *,
+        trigger: str,
+        consistency: Consistency,
+        role: Role,
+        moment: datetime,
+        note: str = "",
+        set_id: str = "",
+        set_size: int = 0,
+    ) -> Annotations:
+        spec = self.config.spec
+        return Annotations(
+            deployment=spec.deployment,
+            instance_group=spec.name,
+            instance_id=spec.id,
+            index=spec.index,
+            az=spec.az,
+            disk_cid=self.disk.cid,
+            job=self.config.service.jobs[0] if self.config.service.jobs else spec.name,
+            created_at=moment,
+            trigger=trigger,
+            consistency=consistency,
+            role=role,
+            release_version=spec.release_version,
+            note=note,
+            set_id=set_id,
+            set_size=set_size,
+        )
+
+    def take(self, trigger: str, *, note: str = "") -> Taken:
+        """An application-consistent snapshot (flush + freeze), then retention for its trigger."""
+
+        def annotate(consistency: Consistency, role: Role, moment: datetime) -> Annotations:
+            return self.annotations(
+                trigger=trigger, consistency=consistency, role=role, moment=moment, note=note
+            )
+
+        self.paths.logs.mkdir(parents=True, exist_ok=True)
+        taken = take_quiesced(
+            disk=self.disk,
+            provider=self.provider,
+            service=self.service,
+            quiesce=self.config.quiesce,
+            annotate=annotate,
+            lease_dir=self.paths.data,
+            log_path=self.paths.logs / "watchdog.log",
+        )
+        self.record_role(taken.snapshot.annotations.role)
+        return taken
+
+    def take_clean(self, trigger: str, *, note: str = "") -> Snapshot:
+        """A snapshot with the service stopped (post-stop): consistent without freezing."""
+        role = self.last_role()
+        annotations = self.annotations(
+            trigger=trigger, consistency="clean", role=role, moment=datetime.now(UTC), note=note
+        )
+        return self.provider.snapshot(self.disk, annotations)
+
+    def catalog(self) -> list[Snapshot]:
+        """Every snapshot of this deployment, newest first."""
+        return self.provider.list(Query(deployment=self.config.spec.deployment))
+
+    def prune(
+        self, now: datetime | None = None, protected: frozenset[str] = frozenset()
+    ) -> RetentionPlan:
+        """Apply retention to this instance's own snapshots; the guards see the whole catalog."""
+        policies = policies_for(
+            ((s.name, s.retention) for s in self.config.schedules), self.config.retention
+        )
+        plan = plan_retention(
+            self.catalog(),
+            policies,
+            now or datetime.now(UTC),
+            instance_id=self.config.spec.id,
+            protected=protected,
+        )
+        for snapshot in plan.delete:
+            log.info("retention deletes %s (%s)", snapshot.id, snapshot.annotations.trigger)
+            self.provider.delete(snapshot.id)
+        return plan
+
+    def record_role(self, role: Role) -> None:
+        self.paths.data.mkdir(parents=True, exist_ok=True)
+        record = {"role": role, "at": datetime.now(UTC).isoformat()}
+        self.paths.role_file.write_text(json.dumps(record))
+
+    def last_role(self) -> Role:
+        try:
+            role = json.loads(self.paths.role_file.read_text()).get("role", "unknown")
+        except (OSError, ValueError):
+            return "unknown"
+        return role if role in ("leader", "follower", "standalone") else "unknown"

@@ -1,0 +1,64 @@
+"""The catalog as operators read it: a table like ``bosh snapshots``, or JSON for scripts."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+from disk_snapshots.catalog import Snapshot
+
+COLUMNS = (
+    "Instance",
+    "Snapshot CID",
+    "Created at",
+    "Clean",
+    "Trigger",
+    "Role",
+    "Consistency",
+    "Set",
+    "Note",
+)
+
+
+def row(snapshot: Snapshot) -> tuple[str, ...]:
+    a = snapshot.annotations
+    set_text = f"{a.set_id} ({a.set_state or 'pending'})" if a.set_id else "-"
+    return (
+        f"{a.instance_group}/{a.index} ({a.instance_id})",
+        snapshot.id,
+        a.created_at.strftime("%Y-%m-%d %H:%M:%S UTC"),
+        "true" if a.consistency == "clean" else "false",
+        a.trigger,
+        a.role,
+        a.consistency if snapshot.state == "completed" else f"{a.consistency} ({snapshot.state})",
+        set_text,
+        a.note or "-",
+    )
+
+
+def render_table(snapshots: Sequence[Snapshot]) -> str:
+    rows = [COLUMNS, *(row(s) for s in snapshots)]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(COLUMNS))]
+    lines = [
+        "  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in rows
+    ]
+    lines.append("")
+    lines.append(f"{len(snapshots)} snapshot{'s' if len(snapshots) != 1 else ''}")
+    return "\n".join(lines)
+
+
+def to_json(snapshots: Sequence[Snapshot]) -> str:
+    return json.dumps(
+        [
+            {
+                "id": s.id,
+                "state": s.state,
+                "size_bytes": s.size_bytes,
+                "annotations": {
+                    k.removeprefix("disk-snapshots:"): v for k, v in s.annotations.to_tags().items()
+                },
+            }
+            for s in snapshots
+        ],
+        indent=2,
+    )
