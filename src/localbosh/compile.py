@@ -280,3 +280,29 @@ def install_packages(packages: Iterable[CompiledPackage], root: Path) -> dict[st
         tmp_link.replace(link)  # atomic switch, like the agent re-pointing on update
         links[pkg.name] = link
     return links
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m localbosh.compile TARBALL [--cache DIR] [--only PKG]...`"""
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(prog="python -m localbosh.compile",
+                                     description="Compile a release's packages like the agent.")
+    parser.add_argument("tarball", type=Path)
+    parser.add_argument("--cache", type=Path, default=Path(".cache/compiled"))
+    parser.add_argument("--only", action="append", help="package (repeatable)")
+    args = parser.parse_args(argv)
+    try:
+        compiled = compile_release(args.tarball, args.cache, only=args.only)
+    except CompileError as exc:
+        print(f"compile: {exc}", file=sys.stderr)
+        return 1
+    for pkg in compiled.values():
+        print(f"  {pkg.name:16} {'cached' if pkg.cached else 'compiled':8} "
+              f"{pkg.seconds:7.1f}s  {pkg.path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -516,3 +516,31 @@ def read_release_manifest(tarball: Path) -> dict[str, Any]:
                     break
                 return data
     raise ReleaseError([f"{tarball}: no readable release.MF"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m localbosh.release [--dir DIR] [--out DIR] [--builder ...]`"""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m localbosh.release",
+                                     description="Build a dev release tarball.")
+    parser.add_argument("--dir", type=Path, default=Path.cwd(), help="release directory")
+    parser.add_argument("--out", type=Path, default=Path("dev_releases"), help="output dir")
+    parser.add_argument("--version", default=DEFAULT_VERSION)
+    parser.add_argument("--builder", choices=["auto", "bosh", "python"], default="auto")
+    args = parser.parse_args(argv)
+    try:
+        tarball = build_release(args.dir, args.out, version=args.version, builder=args.builder)
+    except ReleaseError as exc:
+        print("\n".join(exc.errors), file=sys.stderr)
+        return 1
+    manifest = read_release_manifest(tarball)
+    print(f"{tarball} ({tarball.stat().st_size / 1e6:.1f} MB)")
+    for kind in ("jobs", "packages"):
+        for ref in manifest.get(kind) or []:
+            print(f"  {kind[:-1]:8} {ref['name']:16} {ref['fingerprint']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
