@@ -2,54 +2,20 @@
 
 from __future__ import annotations
 
-import copy
 import json
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
+from configdocs import snapshotter_doc
+from configdocs import spec_defaults
 from disk_snapshots.config import ConfigError
 from disk_snapshots.config import RestoreConfig
 from disk_snapshots.config import SnapshotterConfig
 from disk_snapshots.config import load_config
 from disk_snapshots.config import load_snapshotter_config
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def spec_defaults(job: str) -> dict[str, Any]:
-    """The nested properties a Director would bind from the job spec's defaults alone."""
-    spec = yaml.safe_load((ROOT / "jobs" / job / "spec").read_text())
-    nested: dict[str, Any] = {}
-    for name, prop in spec["properties"].items():
-        node = nested
-        *parents, leaf = name.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = copy.deepcopy(prop.get("default"))
-    return nested
-
-
-def snapshotter_doc() -> dict[str, Any]:
-    return {
-        "job": "snapshotter",
-        "spec": {
-            "deployment": "redis",
-            "name": "redis-leader",
-            "index": 0,
-            "id": "0d9c6e9e-8b1a-4d5e-9f55-2f8a4c1e6b01",
-            "az": "z1",
-            "bootstrap": True,
-            "address": "127.0.0.11",
-            "persistent_disk": 1024,
-            "release": {"name": "disk-snapshots", "version": "0.1.0+dev.1"},
-        },
-        "properties": spec_defaults("snapshotter"),
-        "links": {"snapshotter": None, "peers": None},
-    }
 
 
 def problems_of(doc: dict[str, Any]) -> list[str]:

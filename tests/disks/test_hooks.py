@@ -1,0 +1,137 @@
+"""The snapshotter hooks against a VM-shaped directory with a real loop-mounted disk."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from configdocs import snapshotter_doc
+from disk_snapshots.hooks import drain
+from disk_snapshots.hooks import post_stop
+from disk_snapshots.hooks import pre_start
+from disk_snapshots.instance import Disk
+from disk_snapshots.providers.loopback import LoopbackProvider
+from disk_snapshots.snapshotter import Paths
+
+pytestmark = pytest.mark.root
+DISK = '{"persistent_disk": 512}'
+
+
+@pytest.fixture
+def vm(disk: Disk, tmp_path: Path) -> Iterator[tuple[Paths, dict[str, Any]]]:
+    """/var/vcap under tmp_path/vm, with the disk bind-mounted at var/vcap/store."""
+    root = tmp_path / "vm"
+    store = root / "var/vcap/store"
+    store.mkdir(parents=True)
+    subprocess.run(["mount", "--bind", str(disk.mount), str(store)], check=True)
+    bosh = root / "var/vcap/bosh"
+    bosh.mkdir(parents=True)
+    (bosh / "managed_disk_settings.json").write_text(disk.cid)
+    (bosh / "settings.json").write_text(
+        json.dumps({"disks": {"persistent": {disk.cid: {"path": str(disk.image)}}}})
+    )
+    doc = snapshotter_doc()
+    doc["properties"]["service"]["profile"] = "none"
+    doc["properties"]["service"]["jobs"] = []
+    paths = Paths(root=root)
+    write_config(paths, doc)
+    try:
+        yield paths, doc
+    finally:
+        subprocess.run(["umount", str(store)], check=False)
+
+
+def write_config(paths: Paths, doc: dict[str, Any]) -> None:
+    paths.config.parent.mkdir(parents=True, exist_ok=True)
+    paths.config.write_text(json.dumps(doc))
+
+
+def test_drain_snapshots_and_prints_one_integer(
+    vm: tuple[Paths, dict[str, Any]], disk: Disk
+) -> None:
+    paths, _ = vm
+    code, out = drain(
+        ["job_changed", "hash_changed", "python3"],
+        {"BOSH_JOB_STATE": DISK, "BOSH_JOB_NEXT_STATE": DISK},
+        paths,
+    )
+    assert (code, out) == (0, "0")
+    [snapshot] = LoopbackProvider.for_disk("", disk).list()
+    a = snapshot.annotations
+    assert (a.trigger, a.consistency, a.deployment, a.instance) == (
+        "pre-deploy",
+        "fs",
+        "redis",
+        "redis-leader/0",
+    )
+    code, out = drain(
+        ["job_shutdown", "hash_unchanged"],
+        {"BOSH_JOB_STATE": DISK, "BOSH_JOB_NEXT_STATE": '{"persistent_disk": 0}'},
+        paths,
+    )
+    assert (code, out) == (0, "0")
+    triggers = [s.annotations.trigger for s in LoopbackProvider.for_disk("", disk).list()]
+    assert triggers == ["pre-delete", "pre-deploy"]
+
+
+def test_drain_failure_prints_nothing_or_warns(
+    vm: tuple[Paths, dict[str, Any]], disk: Disk
+) -> None:
+    paths, doc = vm
+    doc["properties"]["service"]["profile"] = "command"
+    doc["properties"]["service"]["command"] = {
+        "role": ["echo", "leader"],
+        "flush": ["false"],
+        "resume": [],
+    }
+    write_config(paths, doc)
+    env = {"BOSH_JOB_STATE": DISK, "BOSH_JOB_NEXT_STATE": DISK}
+    assert drain(["job_changed", "hash_changed"], env, paths) == (1, "")
+    doc["properties"]["drain"]["on_failure"] = "warn"
+    write_config(paths, doc)
+    assert drain(["job_changed", "hash_changed"], env, paths) == (0, "0")
+    assert LoopbackProvider.for_disk("", disk).list() == []  # abort: no snapshot claims anything
+
+
+def test_drain_respects_snapshot_on_and_status(
+    vm: tuple[Paths, dict[str, Any]], disk: Disk
+) -> None:
+    paths, doc = vm
+    doc["properties"]["drain"]["snapshot_on"] = ["delete"]
+    write_config(paths, doc)
+    assert drain(
+        ["job_shutdown", "hash_unchanged"],
+        {"BOSH_JOB_STATE": DISK, "BOSH_JOB_NEXT_STATE": DISK},
+        paths,
+    ) == (0, "0")
+    assert drain(["job_check_status", "hash_unchanged"], {}, paths) == (0, "0")
+    assert LoopbackProvider.for_disk("", disk).list() == []
+
+
+def test_pre_start_names_bad_properties(
+    vm: tuple[Paths, dict[str, Any]], caplog: pytest.LogCaptureFixture
+) -> None:
+    paths, doc = vm
+    assert pre_start(paths) == 0
+    doc["properties"]["schedules"][0]["cron"] = "every hour"
+    write_config(paths, doc)
+    assert pre_start(paths) == 1
+    assert "snapshotter.schedules[0].cron: 'every hour' has 2 fields" in caplog.text
+
+
+def test_post_stop_takes_a_clean_snapshot_when_asked(
+    vm: tuple[Paths, dict[str, Any]], disk: Disk
+) -> None:
+    paths, doc = vm
+    assert post_stop(paths) == 0
+    assert LoopbackProvider.for_disk("", disk).list() == []
+    doc["properties"]["post_stop_snapshot"] = True
+    write_config(paths, doc)
+    assert post_stop(paths) == 0
+    [snapshot] = LoopbackProvider.for_disk("", disk).list()
+    assert snapshot.annotations.consistency == "clean"
