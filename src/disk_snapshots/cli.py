@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from disk_snapshots import __version__
+from disk_snapshots import daemon
 from disk_snapshots import errands
 from disk_snapshots.config import ConfigError
 from disk_snapshots.config import load_config
@@ -32,7 +33,6 @@ EXIT_NOT_BUILT = 3
 # What this version does not do yet, and the issue that brings it. An operator must
 # never read success from something that did nothing (DESIGN §12), so these refuse loudly.
 NOT_BUILT = {
-    "daemon": "the snapshotter daemon arrives with issue #5",
     "errand restore": "the restore errand arrives with issue #6",
 }
 
@@ -72,8 +72,12 @@ def build_parser() -> argparse.ArgumentParser:
         "args", nargs="*", help="arguments BOSH passes (drain: job_change hash_change packages...)"
     )
 
-    daemon = commands.add_parser("daemon", help="the scheduler and agent API (run by monit)")
-    daemon.add_argument("action", choices=["start", "stop", "run"])
+    runner = commands.add_parser(
+        "daemon",
+        help="the snapshot scheduler (run by monit)",
+        description="start/stop are monit's start and stop programs; run stays in the foreground.",
+    )
+    runner.add_argument("action", choices=["start", "stop", "run"])
 
     snapshots = commands.add_parser(
         "snapshots",
@@ -133,6 +137,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_hook(args.name, args.args)
     if args.command == "snapshots":
         return run_snapshots(args)
+    if args.command == "daemon":
+        actions = {"start": daemon.start, "stop": daemon.stop, "run": daemon.run}
+        return actions[args.action]()
     if args.command == "errand" and args.name == "take-snapshot":
         return errands.take_snapshot()
     if args.command == "errand" and args.name == "list-snapshots":

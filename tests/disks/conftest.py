@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from configdocs import snapshotter_doc
 from disk_snapshots.instance import Disk
+from disk_snapshots.snapshotter import Paths
 
 
 def sh(*argv: str) -> str:
@@ -59,3 +63,32 @@ def disk(pool: Path, tmp_path: Path) -> Iterator[Disk]:
         subprocess.run(["losetup", "-d", device], check=False)
         image.unlink(missing_ok=True)
         shutil.rmtree(pool / "snapshots", ignore_errors=True)
+
+
+@pytest.fixture
+def vm(disk: Disk, tmp_path: Path) -> Iterator[tuple[Paths, dict[str, Any]]]:
+    """/var/vcap under tmp_path/vm, with the disk bind-mounted at var/vcap/store."""
+    root = tmp_path / "vm"
+    store = root / "var/vcap/store"
+    store.mkdir(parents=True)
+    subprocess.run(["mount", "--bind", str(disk.mount), str(store)], check=True)
+    bosh = root / "var/vcap/bosh"
+    bosh.mkdir(parents=True)
+    (bosh / "managed_disk_settings.json").write_text(disk.cid)
+    (bosh / "settings.json").write_text(
+        json.dumps({"disks": {"persistent": {disk.cid: {"path": str(disk.image)}}}})
+    )
+    doc = snapshotter_doc()
+    doc["properties"]["service"]["profile"] = "none"
+    doc["properties"]["service"]["jobs"] = []
+    paths = Paths(root=root)
+    write_config(paths, doc)
+    try:
+        yield paths, doc
+    finally:
+        subprocess.run(["umount", str(store)], check=False)
+
+
+def write_config(paths: Paths, doc: dict[str, Any]) -> None:
+    paths.config.parent.mkdir(parents=True, exist_ok=True)
+    paths.config.write_text(json.dumps(doc))

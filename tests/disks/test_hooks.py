@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from configdocs import snapshotter_doc
+from conftest import write_config
 from disk_snapshots.hooks import drain
 from disk_snapshots.hooks import post_stop
 from disk_snapshots.hooks import pre_start
@@ -20,35 +16,6 @@ from disk_snapshots.snapshotter import Paths
 
 pytestmark = pytest.mark.root
 DISK = '{"persistent_disk": 512}'
-
-
-@pytest.fixture
-def vm(disk: Disk, tmp_path: Path) -> Iterator[tuple[Paths, dict[str, Any]]]:
-    """/var/vcap under tmp_path/vm, with the disk bind-mounted at var/vcap/store."""
-    root = tmp_path / "vm"
-    store = root / "var/vcap/store"
-    store.mkdir(parents=True)
-    subprocess.run(["mount", "--bind", str(disk.mount), str(store)], check=True)
-    bosh = root / "var/vcap/bosh"
-    bosh.mkdir(parents=True)
-    (bosh / "managed_disk_settings.json").write_text(disk.cid)
-    (bosh / "settings.json").write_text(
-        json.dumps({"disks": {"persistent": {disk.cid: {"path": str(disk.image)}}}})
-    )
-    doc = snapshotter_doc()
-    doc["properties"]["service"]["profile"] = "none"
-    doc["properties"]["service"]["jobs"] = []
-    paths = Paths(root=root)
-    write_config(paths, doc)
-    try:
-        yield paths, doc
-    finally:
-        subprocess.run(["umount", str(store)], check=False)
-
-
-def write_config(paths: Paths, doc: dict[str, Any]) -> None:
-    paths.config.parent.mkdir(parents=True, exist_ok=True)
-    paths.config.write_text(json.dumps(doc))
 
 
 def test_drain_snapshots_and_prints_one_integer(
