@@ -109,6 +109,7 @@ class Director:
             if self.layout.deployment_names():
                 return
             self.pool.release()
+            (self.layout.root / ".pool-native").unlink(missing_ok=True)
             marker = self.layout.root / ".ns-bind"
             if marker.exists() and mounted(self.layout.ns_dir):
                 run(["umount", str(self.layout.ns_dir)], what="unmounting namespace dir")
@@ -316,6 +317,7 @@ class Director:
         dep.save(self.layout)
         self._settings(dep, inst, group.env)
         agent.create_vm(group.env)
+        self.pool.attach_to(agent.ns)
         if inst.disk_cid is None and group.persistent_disk > 0:
             inst.disk_cid = self.pool.create(group.persistent_disk)
             inst.disk_size = group.persistent_disk

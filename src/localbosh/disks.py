@@ -2,9 +2,9 @@
 
 The pool is what the `loopback` snapshot provider clones from, so it must support
 reflink (cheap copy-on-write clones, like IaaS snapshots). If the state dir's own
-filesystem cannot reflink, the pool is an XFS image (reflink=1) loop-mounted at
-`<state>/pool`; it is mounted while any deployment exists and unmounted after the
-last one is deleted, so an idle machine keeps no mount or loop device.
+filesystem cannot reflink, the pool is an XFS image (reflink=1) on a loop device,
+mounted at `<state>/pool` inside the namespaces only; the loop device is detached
+after the last deployment is deleted, so an idle machine keeps no mount or loop.
 
 A disk image carries its filesystem directly (no partition table), so the
 snapshot provider can loop-mount an image or a clone of it as is. The agent
@@ -21,7 +21,6 @@ from pathlib import Path
 
 from localbosh.namespace import CommandError
 from localbosh.namespace import Namespace
-from localbosh.namespace import mounted
 from localbosh.namespace import run
 from localbosh.state import Layout
 
@@ -46,33 +45,76 @@ def reflink_supported(directory: Path) -> bool:
 
 
 class Pool:
+    """The disk pool. When the state dir cannot reflink, the pool is an XFS image on a
+    loop device that is mounted only inside namespaces, never on the host: every
+    mount namespace anyone creates on this machine copies the host's mounts, and a
+    copy held by someone else's long-lived process would keep our pool (and its loop
+    device) alive after delete-deployment. Host-side pool work (creating, formatting
+    and deleting disk images) runs in a small namespace of its own."""
+
     def __init__(self, layout: Layout) -> None:
         self.layout = layout
         self.path = layout.pool
+        self.ns = Namespace(layout.ns_dir / ".pool")
+
+    def native(self) -> bool:
+        """True when the pool is a plain directory of the (reflink-capable) state dir."""
+        marker = self.layout.root / ".pool-native"
+        if marker.exists():
+            return True
+        if self.layout.pool_image.exists():
+            return False
+        if reflink_supported(self.layout.root):
+            marker.write_text("")
+            return True
+        return False
+
+    def loop_device(self) -> str | None:
+        out = run(["losetup", "-j", str(self.layout.pool_image)], what="finding pool loop device")
+        lines = out.stdout.strip().splitlines()
+        return lines[0].split(":", 1)[0] if lines else None
 
     def ensure(self) -> None:
-        """Make the pool usable; mounting it before any namespace is created matters,
-        because a namespace only sees the host mounts that existed when it was made."""
-        if mounted(self.path):
-            return
         self.path.mkdir(parents=True, exist_ok=True)
-        if not self.layout.pool_image.exists():
-            if reflink_supported(self.layout.root):
-                return
+        if self.native():
+            return
+        img = self.layout.pool_image
+        if not img.exists():
             size = os.environ.get("LOCALBOSH_POOL_SIZE", DEFAULT_POOL_SIZE)
-            run(["truncate", "-s", size, str(self.layout.pool_image)], what="creating pool image")
+            run(["truncate", "-s", size, str(img)], what="creating pool image")
             run(
-                ["mkfs.xfs", "-q", "-m", "reflink=1", str(self.layout.pool_image)],
-                what=f"formatting pool image {self.layout.pool_image}",
+                ["mkfs.xfs", "-q", "-m", "reflink=1", str(img)],
+                what=f"formatting pool image {img}",
             )
-        run(
-            ["mount", "-o", "loop", str(self.layout.pool_image), str(self.path)],
-            what=f"mounting disk pool {self.layout.pool_image} at {self.path}",
-        )
+        if self.loop_device() is None:
+            run(["losetup", "--find", str(img)], what=f"attaching pool image {img}")
+        if not self.ns.exists():
+            self.ns.create()
+            self.attach_to(self.ns)
+
+    def attach_to(self, ns: Namespace) -> None:
+        """Mount the pool at the same path inside an instance's namespace."""
+        if self.native() or is_mounted_in(ns, str(self.path)):
+            return
+        dev = self.loop_device()
+        if dev is None:
+            raise CommandError(f"pool image {self.layout.pool_image} is not attached")
+        ns.run(["mount", dev, str(self.path)], what=f"mounting disk pool {dev} at {self.path}")
 
     def release(self) -> None:
-        if mounted(self.path):
-            run(["umount", str(self.path)], what=f"unmounting disk pool {self.path}")
+        """Drop the pool namespace and the loop device (after the last deployment)."""
+        if self.native():
+            return
+        self.ns.destroy()
+        dev = self.loop_device()
+        if dev is not None:
+            run(["losetup", "-d", dev], what=f"detaching pool loop device {dev}")
+
+    def run(self, argv: list[str], what: str, input: str | None = None) -> None:
+        if self.native():
+            run(argv, what=what, input=input)
+        else:
+            self.ns.run(argv, what=what, input=input)
 
     def image(self, cid: str) -> Path:
         if not cid.startswith("disk-") or "/" in cid or ".." in cid:
@@ -82,9 +124,9 @@ class Pool:
     def create(self, size_mib: int) -> str:
         cid = f"disk-{uuid.uuid4()}"
         img = self.image(cid)
-        run(["truncate", "-s", f"{size_mib}M", str(img)], what=f"creating disk {cid}")
+        self.run(["truncate", "-s", f"{size_mib}M", str(img)], what=f"creating disk {cid}")
         # The agent formats with `mke2fs -t ext4 -j` and lazy inode tables.
-        run(
+        self.run(
             [
                 "mkfs.ext4",
                 "-q",
@@ -98,13 +140,13 @@ class Pool:
             ],
             what=f"formatting disk {cid}",
         )
-        (img.with_suffix(".json")).write_text(json.dumps({"cid": cid, "size_mib": size_mib}))
+        meta = json.dumps({"cid": cid, "size_mib": size_mib})
+        self.run(["tee", str(img.with_suffix(".json"))], what=f"recording disk {cid}", input=meta)
         return cid
 
     def delete(self, cid: str) -> None:
         img = self.image(cid)
-        img.unlink(missing_ok=True)
-        img.with_suffix(".json").unlink(missing_ok=True)
+        self.run(["rm", "-f", str(img), str(img.with_suffix(".json"))], what=f"deleting disk {cid}")
 
 
 def mount_disk(ns: Namespace, image: Path, target: str = STORE) -> None:

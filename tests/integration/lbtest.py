@@ -1,0 +1,142 @@
+"""Helpers for tests that bring up local deployments (as root).
+
+Every test gets its own state dir, and its teardown deletes whatever deployment
+is left and then asserts that nothing of it remains on the machine: no loop
+device, no mount and no process that still sees the test's state dir.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from localbosh.state import Layout
+
+REPO = Path(__file__).resolve().parents[2]
+FIXTURES = REPO / "tests" / "fixtures"
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (namespaces, loop devices)")
+
+
+@dataclass
+class LocalBosh:
+    home: Path
+
+    def run(
+        self, *args: str, check: bool = True, timeout: float = 600
+    ) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(
+            [sys.executable, "-m", "localbosh", *args],
+            env={**os.environ, "LOCALBOSH_HOME": str(self.home)},
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=timeout,
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(
+                f"localbosh {' '.join(args)} exited {proc.returncode}\n"
+                f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+            )
+        return proc
+
+    def popen(self, *args: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "localbosh", *args],
+            env={**os.environ, "LOCALBOSH_HOME": str(self.home)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    def state(self, deployment: str) -> dict[str, Any]:
+        data = json.loads((Layout(self.home).deployment(deployment) / "state.json").read_text())
+        assert isinstance(data, dict)
+        return data
+
+
+def leftovers(home: Path) -> list[str]:
+    """Everything on this machine that still belongs to the state dir `home`."""
+    found = []
+    marker = str(home)
+    loops = subprocess.run(["losetup", "-a"], capture_output=True, text=True, check=True).stdout
+    found += [f"loop: {line}" for line in loops.splitlines() if marker in line]
+    mounts = Path("/proc/self/mountinfo").read_text().splitlines()
+    found += [f"mount: {line}" for line in mounts if marker in line]
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            info = (proc / "mountinfo").read_text()
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        # A process inside one of the test's namespaces sees the /var/vcap bind mount,
+        # whose source is under `home`.
+        if marker in info:
+            found.append(f"process {proc.name}: {cmdline}")
+    return found
+
+
+def records(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def recorder_manifest(
+    path: Path,
+    log: Path,
+    instances: int = 2,
+    disk: int = 64,
+    name: str = "rec",
+    errand_sleep: float = 0,
+    errand_exit: int = 0,
+    **recorder: Any,
+) -> Path:
+    manifest = {
+        "name": name,
+        "releases": [
+            {
+                "name": "recorder",
+                "version": "create",
+                "url": f"file://{FIXTURES / 'recorder-release'}",
+            }
+        ],
+        "update": {
+            "canaries": 1,
+            "max_in_flight": 1,
+            "canary_watch_time": "1000-15000",
+            "update_watch_time": "1000-15000",
+        },
+        "instance_groups": [
+            {
+                "name": "node",
+                "instances": instances,
+                "azs": ["z1"],
+                "persistent_disk": disk,
+                "jobs": [
+                    {
+                        "name": "recorder",
+                        "release": "recorder",
+                        "properties": {"recorder": {"log": str(log), **recorder}},
+                    },
+                    {
+                        "name": "recorder-errand",
+                        "release": "recorder",
+                        "properties": {"errand": {"sleep": errand_sleep, "exit_code": errand_exit}},
+                    },
+                ],
+            }
+        ],
+    }
+    path.write_text(yaml.safe_dump(manifest))
+    return path
