@@ -59,7 +59,7 @@ def test_release_compiles_offline_and_runs(release_blobs: Path, tmp_path: Path) 
     assert all(p.cached for p in second.values())
     assert {n: p.path for n, p in second.items()} == {n: p.path for n, p in first.items()}
     assert second_s < 10
-    if not all(p.cached for p in first.values()):
+    if first_s > 30:  # a real compile happened (not just our own small package)
         assert second_s < first_s / 10
 
     root = tmp_path / "vm"
