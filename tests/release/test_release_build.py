@@ -284,6 +284,30 @@ def test_files_globs(pattern: str, path: str, hit: bool) -> None:
     assert bool(glob_regex(pattern).match(path)) is hit
 
 
+def test_bosh_builder_runs_the_cli_on_a_copy_with_a_private_home(
+    release_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The plumbing of the bosh path, with a stand-in `bosh` that records its call
+    (the real CLI is checked by the next test when it is installed)."""
+    record = tmp_path / "call"
+    fake = tmp_path / "bin" / "bosh"
+    fake.parent.mkdir()
+    fake.write_text(f"""#!/bin/sh
+printf '%s\\n' "$HOME" "$@" > {record}
+for a in "$@"; do case "$a" in --tarball=*) : > "${{a#--tarball=}}";; esac; done
+""")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake.parent}:{os.environ['PATH']}")
+    tarball = build_release(release_dir, tmp_path / "out")
+    home, *args = record.read_text().splitlines()
+    assert args[:5] == ["--sha2", "-n", "create-release", "--force", args[4]]
+    copy = Path(args[4].removeprefix("--dir="))
+    assert copy != release_dir and not copy.exists()  # a temporary copy, gone again
+    assert not Path(home).exists() and home != os.environ.get("HOME")
+    assert f"--tarball={tarball}" in args and "--version=0+dev.1" in args
+    assert tarball.exists()
+
+
 @pytest.mark.bosh
 def test_bosh_cli_tarball_agrees_with_the_python_builder(
     release_dir: Path, tmp_path: Path
