@@ -28,6 +28,7 @@ from disk_snapshots.instance import current_disk
 from disk_snapshots.providers import make_provider
 from disk_snapshots.providers.base import ProviderError
 from disk_snapshots.quiesce import QuiesceError
+from disk_snapshots.restore_copy import Journal
 from disk_snapshots.services import ServiceError
 from disk_snapshots.services import run_argv
 from disk_snapshots.snapshotter import VM_PATHS
@@ -69,6 +70,10 @@ def pre_start(paths: Paths) -> int:
     try:
         with deadline(PRE_START_SECONDS, "pre-start"):
             disk = current_disk(paths.root)
+            journal = Journal.read(disk.mount)
+            if journal is not None and journal.blocks_start:
+                log.error("pre-start refuses to start the service: %s", journal.refusal())
+                return 1
             # Listing proves the provider answers with these settings before the service
             # starts relying on snapshots.
             make_provider(config.provider, disk).list()
