@@ -20,6 +20,10 @@ class Snapshot:
     # (EBS); such a snapshot is already restorable once it completes.
     state: State = "completed"
     size_bytes: int | None = None
+    # The backup tier (aws-ebs copy_to_backup): the copy of this snapshot outside its
+    # failure domain, listed with the original so the catalog shows one record for both.
+    backup_id: str = ""
+    backup_region: str = ""
 
     @property
     def created_at(self) -> datetime:
