@@ -14,4 +14,8 @@ def make_provider(config: ProviderConfig, disk: Disk | None) -> Provider:
         from disk_snapshots.providers.loopback import LoopbackProvider
 
         return LoopbackProvider.for_disk(config.loopback_pool, disk)
+    if config.type == "aws-ebs":
+        from disk_snapshots.providers.aws_ebs import AwsEbsProvider
+
+        return AwsEbsProvider.from_config(config.aws)
     raise ProviderError(f"provider.type {config.type!r} is not available in this version")

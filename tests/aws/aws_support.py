@@ -1,0 +1,105 @@
+"""Shared helpers for the aws-ebs tests and benchmark (fixtures live in conftest)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from dataclasses import field
+from dataclasses import replace
+from datetime import UTC
+from datetime import datetime
+from datetime import timedelta
+from pathlib import Path
+
+from disk_snapshots.annotations import Annotations
+from disk_snapshots.config import AwsSettings
+from disk_snapshots.instance import Disk
+from disk_snapshots.providers.aws_ebs import AwsEbsProvider
+from disk_snapshots.providers.base import ProviderError
+
+REGION = "eu-west-1"
+BACKUP_REGION = "eu-central-1"
+ZONE = "eu-west-1a"
+# Never a real key; the tests check it never shows up in messages or logs.
+SECRET = "tEsTsEcReT/never-in-logs+0123456789abcdefXYZ"
+
+# make_provider(**AwsSettings fields and AwsEbsProvider options) -> a provider closed at teardown
+MakeProvider = Callable[..., AwsEbsProvider]
+
+
+@dataclass
+class World:
+    instance_id: str
+    volume_id: str
+    disk: Disk
+
+
+def settings(endpoint: str, **overrides: str) -> AwsSettings:
+    base = AwsSettings(
+        region=REGION,
+        endpoint=endpoint,
+        access_key_id="AKIDTESTING",
+        secret_access_key=SECRET,
+        kms_key_id="",
+        backup_region=BACKUP_REGION,
+        instance_id="",
+    )
+    return replace(base, **overrides)
+
+
+@dataclass
+class FakeDevices:
+    """The device seam without a kernel: records what materialize asked of it."""
+
+    calls: list[tuple[str, ...]] = field(default_factory=list)
+    fail_on: str = ""  # "find", "mount" or "unmount"
+    mounted: set[Path] = field(default_factory=set)
+
+    def find(self, volume_id: str, requested_name: str, timeout: float) -> Path:
+        self.calls.append(("find", volume_id, requested_name))
+        if self.fail_on == "find":
+            raise ProviderError(f"no block device for {volume_id}")
+        return Path("/dev/nvme9n1")
+
+    def mount_readonly(self, device: Path, mountpoint: Path) -> None:
+        self.calls.append(("mount", str(device), str(mountpoint)))
+        if self.fail_on == "mount":
+            raise ProviderError(f"mount {device} failed")
+        self.mounted.add(mountpoint)
+
+    def unmount(self, mountpoint: Path) -> None:
+        self.calls.append(("unmount", str(mountpoint)))
+        if self.fail_on == "unmount":
+            raise ProviderError(f"umount {mountpoint}: target is busy")
+        self.mounted.discard(mountpoint)
+
+
+def annotations(
+    *,
+    minutes_ago: float = 0,
+    at: datetime | None = None,
+    trigger: str = "manual",
+    index: int = 0,
+    deployment: str = "redis",
+    group: str = "redis-leader",
+    consistency: str = "app",
+    role: str = "leader",
+    note: str = "",
+    disk_cid: str = "vol-0123456789abcdef0",
+) -> Annotations:
+    moment = at or datetime.now(UTC) - timedelta(minutes=minutes_ago)
+    return Annotations(
+        deployment=deployment,
+        instance_group=group,
+        instance_id=f"0000000{index}-aaaa-bbbb-cccc-dddddddddddd",
+        index=index,
+        az="z1",
+        disk_cid=disk_cid,
+        job="redis",
+        created_at=moment,
+        trigger=trigger,
+        consistency=consistency,  # type: ignore[arg-type]
+        role=role,  # type: ignore[arg-type]
+        release_version="0.1.0+dev.1",
+        note=note,
+    )

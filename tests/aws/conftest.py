@@ -1,0 +1,110 @@
+"""The aws-ebs provider against moto's EC2 server: one server per session, reset per test."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from aws_moto import moto_server
+from aws_moto import reset
+from aws_support import BACKUP_REGION
+from aws_support import REGION
+from aws_support import ZONE
+from aws_support import FakeDevices
+from aws_support import MakeProvider
+from aws_support import World
+from aws_support import settings
+
+from disk_snapshots.config import AwsSettings
+from disk_snapshots.instance import Disk
+from disk_snapshots.providers.aws_ebs import AwsEbsProvider
+
+
+@pytest.fixture(scope="session")
+def moto_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    log = tmp_path_factory.mktemp("moto") / "moto_server.log"
+    with moto_server(log=log) as url:
+        yield url
+
+
+@pytest.fixture
+def endpoint(moto_url: str) -> str:
+    reset(moto_url)
+    return moto_url
+
+
+@pytest.fixture
+def ec2(endpoint: str) -> Iterator[Any]:
+    """A plain client for arranging the world and checking it, beside the provider."""
+    client = boto3.client(
+        "ec2",
+        region_name=REGION,
+        endpoint_url=endpoint,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def ec2_backup(endpoint: str) -> Iterator[Any]:
+    client = boto3.client(
+        "ec2",
+        region_name=BACKUP_REGION,
+        endpoint_url=endpoint,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def world(ec2: Any, tmp_path: Path) -> World:
+    """This VM and its persistent disk, as EC2 knows them."""
+    # Any id will do: moto validates AMIs only when asked to.
+    instance = ec2.run_instances(
+        ImageId="ami-12c6146b", MinCount=1, MaxCount=1, Placement={"AvailabilityZone": ZONE}
+    )["Instances"][0]
+    volume = ec2.create_volume(AvailabilityZone=ZONE, Size=10)
+    ec2.attach_volume(
+        VolumeId=volume["VolumeId"], InstanceId=instance["InstanceId"], Device="/dev/sdb"
+    )
+    disk = Disk(cid=volume["VolumeId"], mount=tmp_path / "store", hint={})
+    return World(instance["InstanceId"], volume["VolumeId"], disk)
+
+
+@pytest.fixture
+def devices() -> FakeDevices:
+    return FakeDevices()
+
+
+@pytest.fixture
+def make_provider(endpoint: str, devices: FakeDevices, tmp_path: Path) -> Iterator[MakeProvider]:
+    made: list[AwsEbsProvider] = []
+
+    def make(**overrides: Any) -> AwsEbsProvider:
+        names = AwsSettings.__dataclass_fields__
+        aws = {k: overrides.pop(k) for k in list(overrides) if k in names}
+        options: dict[str, Any] = {
+            "devices": devices,
+            "work_dir": tmp_path / "materialize",
+            "poll_interval": 0.0,
+            "rate_limit_delays": (0.01, 0.01),
+        }
+        provider = AwsEbsProvider(settings(endpoint, **aws), **(options | overrides))
+        made.append(provider)
+        return provider
+
+    yield make
+    for provider in made:
+        provider.close()
+
+
+@pytest.fixture
+def provider(make_provider: MakeProvider, world: World) -> AwsEbsProvider:
+    return make_provider(instance_id=world.instance_id)
