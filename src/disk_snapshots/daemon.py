@@ -24,12 +24,17 @@ from datetime import datetime
 from pathlib import Path
 from types import FrameType
 
+from disk_snapshots.agent_client import TlsSetupError
+from disk_snapshots.api import Agent
+from disk_snapshots.api import RunningApi
+from disk_snapshots.api import serve
 from disk_snapshots.config import ConfigError
 from disk_snapshots.config import Schedule
 from disk_snapshots.hooks import SNAPSHOT_ERRORS
 from disk_snapshots.metrics import Metrics
 from disk_snapshots.schedule import catch_up
 from disk_snapshots.schedule import next_run
+from disk_snapshots.sets import run_set_schedule
 from disk_snapshots.snapshotter import VM_PATHS
 from disk_snapshots.snapshotter import Paths
 from disk_snapshots.snapshotter import Snapshotter
@@ -108,13 +113,8 @@ class Scheduler:
     def run_once(self, schedule: Schedule) -> bool:
         trigger = f"schedule:{schedule.name}"
         if schedule.scope == "set":
-            log.error(
-                "schedule %s: scope set needs the set coordination of issue #5, which this "
-                "version does not have; no snapshot taken",
-                schedule.name,
-            )
-            self.metrics.inc("disk_snapshots_failures_total", schedule=schedule.name)
-            return False
+            # Only the coordinator acts; the others take part through their agent API.
+            return run_set_schedule(self.snapshotter, schedule, self.metrics)
         started = time.monotonic()
         try:
             taken = self.snapshotter.take(trigger)
@@ -151,7 +151,7 @@ class Scheduler:
 
 
 def run(paths: Paths = VM_PATHS) -> int:
-    """The daemon in the foreground until SIGTERM."""
+    """The daemon in the foreground until SIGTERM: the scheduler, and the agent API."""
     stop = threading.Event()
 
     def on_term(signum: int, frame: FrameType | None) -> None:
@@ -180,9 +180,48 @@ def run(paths: Paths = VM_PATHS) -> int:
         spec.index,
         len(snapshotter.config.schedules),
     )
-    Scheduler(snapshotter, metrics, paths.data / "schedules.json").run(stop)
+    agent = Agent(snapshotter, metrics)
+    for snapshot_id in agent.sets.recover():
+        log.warning(
+            "snapshot %s: its set was in flight when the daemon stopped; incomplete", snapshot_id
+        )
+    api = _start_api(agent)
+    try:
+        Scheduler(snapshotter, metrics, paths.data / "schedules.json").run(stop)
+        if not snapshotter.config.schedules:
+            # The scheduler returns at once without schedules; exiting would make monit
+            # restart the daemon over and over (and the API may still be serving).
+            stop.wait()
+    finally:
+        if api is not None:
+            api.stop()
+        else:
+            agent.close()
     log.info("stopped")
     return 0
+
+
+def _start_api(agent: Agent) -> RunningApi | None:
+    """The agent API, or None (logged) when it cannot be served; the scheduler runs anyway."""
+    config = agent.snapshotter.config
+    if not config.api.tls.enabled:
+        log.warning(
+            "agent API not served: api.tls is not set, and the API never runs without mutual "
+            "TLS (add manifests/operations/agent-api-tls.yml); snapshot sets cannot include "
+            "this instance"
+        )
+        return None
+    address, port = config.spec.address, config.api.port
+    try:
+        api = serve(agent, config.api.tls, address, port)
+    except TlsSetupError as err:
+        log.error("agent API not served: %s", err)
+        return None
+    except OSError as err:
+        log.error("agent API not served: cannot listen on %s:%d: %s", address, port, err)
+        return None
+    log.info("agent API on https://%s:%d (mutual TLS)", address, port)
+    return api
 
 
 def _alive(pid: int) -> bool:

@@ -16,6 +16,8 @@ from disk_snapshots.config import SnapshotterConfig
 from disk_snapshots.config import TakeSnapshotConfig
 from disk_snapshots.config import load_config
 from disk_snapshots.hooks import SNAPSHOT_ERRORS
+from disk_snapshots.sets import SetError
+from disk_snapshots.sets import run_set
 from disk_snapshots.snapshotter import VM_PATHS
 from disk_snapshots.snapshotter import Paths
 from disk_snapshots.snapshotter import Snapshotter
@@ -56,11 +58,7 @@ def take_snapshot(paths: Paths = VM_PATHS) -> int:
         print("take-snapshot: config.json is not the take-snapshot job's")
         return 1
     if config.scope == "set":
-        print(
-            "take-snapshot: take_snapshot.scope set needs the snapshotter daemon's set "
-            "coordination, which this version does not have yet (issue #5); no snapshot taken"
-        )
-        return 1
+        return _take_set(snapshotter, config.note)
     spec = snapshotter.config.spec
     try:
         taken = snapshotter.take("manual", note=config.note)
@@ -72,6 +70,40 @@ def take_snapshot(paths: Paths = VM_PATHS) -> int:
         print(f"take-snapshot: warning: {warning}")
     print(render_table([taken.snapshot]))
     print(f"frozen for {taken.frozen_seconds * 1000:.0f} ms")
+    return 0
+
+
+def _take_set(snapshotter: Snapshotter, note: str) -> int:
+    """One consistent set across every instance, run by the coordinator only."""
+    leads, who = coordinator(snapshotter.config)
+    if not leads:
+        print(f"take-snapshot: the set is coordinated by {who}; nothing to do on this instance")
+        return 0
+    try:
+        outcome = run_set(snapshotter, "manual", note=note)
+    except SetError as err:
+        print(f"take-snapshot: FAILED, no set taken: {err}")
+        return 1
+    taken = [r.snapshot_id for r in outcome.results if r.snapshot_id]
+    try:
+        catalog = [s for s in snapshotter.catalog() if s.id in taken]
+        print(render_table(catalog))
+    except SNAPSHOT_ERRORS as err:
+        print(f"take-snapshot: cannot read the catalog back: {err}")
+    for r in outcome.results:
+        what = r.snapshot_id or "no snapshot"
+        errors = f": {'; '.join(r.errors)}" if r.errors else ""
+        print(
+            f"  {r.member.label} ({r.member.id}): {what}, "
+            f"frozen {r.frozen_seconds * 1000:.0f} ms{errors}"
+        )
+    if outcome.state != "complete":
+        print(f"take-snapshot: set {outcome.set_id} is INCOMPLETE: {outcome.reason}")
+        return 1
+    print(
+        f"take-snapshot: set {outcome.set_id} complete: {len(taken)} snapshots, "
+        f"longest freeze {outcome.longest_freeze * 1000:.0f} ms"
+    )
     return 0
 
 

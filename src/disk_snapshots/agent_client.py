@@ -1,0 +1,231 @@
+"""The client of the agent API (disk_snapshots.api): set coordinators, errands, restore.
+
+Every instance presents the same certificate, as server and as client
+(manifests/operations/agent-api-tls.yml), so authentication is "signed by the
+deployment's CA" in both directions. Host names are not checked: link addresses may
+be IPs or BOSH DNS names, and a name check against a certificate every member shares
+would prove nothing the CA check has not already proved.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import ssl
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from disk_snapshots.config import TlsConfig
+
+DEFAULT_TIMEOUT = 30.0
+# A quiesce flushes the service first; services get 30 s for that (services.DEFAULT_TIMEOUT).
+QUIESCE_TIMEOUT = 75.0
+
+
+class TlsSetupError(RuntimeError):
+    """The configured CA, certificate or key cannot be used (the message holds no secret)."""
+
+
+class AgentError(RuntimeError):
+    """The agent answered, and said no; ``status`` is the HTTP status."""
+
+    def __init__(self, address: str, status: int, message: str, problems: tuple[str, ...] = ()):
+        self.address = address
+        self.status = status
+        self.message = message
+        self.problems = problems
+        detail = f": {'; '.join(problems)}" if problems else ""
+        super().__init__(f"{address}: HTTP {status}: {message}{detail}")
+
+
+class AgentUnreachable(RuntimeError):
+    """No answer: connection refused, TLS refused, timeout."""
+
+
+def _load_identity(context: ssl.SSLContext, tls: TlsConfig) -> None:
+    # ssl reads a certificate chain only from a path. A memfd gives it one that never
+    # lands on a filesystem, so the private key exists nowhere but in this process.
+    pem = f"{tls.certificate.strip()}\n{tls.private_key.strip()}\n".encode()
+    try:
+        fd = os.memfd_create("agent-tls", os.MFD_CLOEXEC)
+    except (AttributeError, OSError):
+        fd = -1
+    try:
+        if fd >= 0:
+            view = memoryview(pem)
+            while view:
+                view = view[os.write(fd, view) :]
+            context.load_cert_chain(f"/proc/self/fd/{fd}")
+            return
+        with tempfile.TemporaryDirectory(prefix="agent-tls-") as private:
+            path = Path(private) / "identity.pem"
+            path.touch(mode=0o600)
+            path.write_bytes(pem)
+            context.load_cert_chain(str(path))
+    except ssl.SSLError as err:
+        raise TlsSetupError(
+            f"api.tls.certificate / api.tls.private_key cannot be loaded ({err.reason}); "
+            "they must be a PEM certificate and its matching private key"
+        ) from None
+    finally:
+        if fd >= 0:
+            os.close(fd)
+
+
+def _context(tls: TlsConfig, protocol: int) -> ssl.SSLContext:
+    if not tls.enabled:
+        raise TlsSetupError("api.tls is not set (see manifests/operations/agent-api-tls.yml)")
+    context = ssl.SSLContext(protocol)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_REQUIRED
+    try:
+        context.load_verify_locations(cadata=tls.ca)
+    except ssl.SSLError as err:
+        raise TlsSetupError(f"api.tls.ca cannot be loaded ({err.reason})") from None
+    _load_identity(context, tls)
+    return context
+
+
+def server_context(tls: TlsConfig) -> ssl.SSLContext:
+    """Mutual TLS for the server: no certificate from the CA, no handshake."""
+    return _context(tls, ssl.PROTOCOL_TLS_SERVER)
+
+
+def client_context(tls: TlsConfig) -> ssl.SSLContext:
+    return _context(tls, ssl.PROTOCOL_TLS_CLIENT)
+
+
+@dataclass
+class AgentClient:
+    """One instance's agent API; each call is its own connection, with a deadline."""
+
+    address: str
+    port: int
+    context: ssl.SSLContext
+    timeout: float = DEFAULT_TIMEOUT
+
+    @classmethod
+    def connect(cls, address: str, port: int, tls: TlsConfig) -> AgentClient:
+        return cls(address, port, client_context(tls))
+
+    @property
+    def where(self) -> str:
+        return f"{self.address}:{self.port}"
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: dict[str, object] | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> tuple[int, str, bytes]:
+        """Status, content type and body of one request; raises AgentUnreachable."""
+        connection = http.client.HTTPSConnection(
+            self.address, self.port, context=self.context, timeout=timeout or self.timeout
+        )
+        payload = None if body is None else json.dumps(body).encode()
+        headers = {"Content-Type": "application/json"} if payload is not None else {}
+        try:
+            connection.request(method, path, body=payload, headers=headers)
+            response = connection.getresponse()
+            data = response.read()
+            return response.status, response.getheader("Content-Type", ""), data
+        except (OSError, http.client.HTTPException) as err:
+            raise AgentUnreachable(f"{self.where}: {method} {path}: {err}") from None
+        finally:
+            connection.close()
+
+    def call(
+        self,
+        method: str,
+        path: str,
+        body: dict[str, object] | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> dict[str, object]:
+        status, _, data = self.request(method, path, body, timeout=timeout)
+        try:
+            document = json.loads(data) if data else {}
+        except ValueError:
+            document = {"error": data[:200].decode(errors="replace")}
+        if not isinstance(document, dict):
+            raise AgentUnreachable(
+                f"{self.where}: {method} {path}: the answer is not a JSON object"
+            )
+        if status >= 400:
+            problems = document.get("problems", [])
+            raise AgentError(
+                self.where,
+                status,
+                str(document.get("error", "")),
+                tuple(str(p) for p in problems) if isinstance(problems, list) else (),
+            )
+        return document
+
+    # The endpoints (DESIGN §7).
+
+    def status(self) -> dict[str, object]:
+        return self.call("GET", "/status")
+
+    def take_snapshot(self, trigger: str = "manual", note: str = "") -> str:
+        """Start a snapshot; returns the operation id to poll."""
+        answer = self.call("POST", "/snapshots", {"trigger": trigger, "note": note})
+        return str(answer["id"])
+
+    def operation(self, operation_id: str) -> dict[str, object]:
+        return self.call("GET", f"/operations/{operation_id}")
+
+    def wait_operation(
+        self, operation_id: str, timeout: float = 600.0, poll: float = 0.1
+    ) -> dict[str, object]:
+        """Poll until the operation is no longer running; raises TimeoutError at the deadline."""
+        deadline = time.monotonic() + timeout
+        while True:
+            answer = self.operation(operation_id)
+            if answer.get("state") != "running":
+                return answer
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"{self.where}: operation {operation_id} still running after {timeout:.0f}s"
+                )
+            time.sleep(poll)
+
+    def quiesce(self, set_id: str, lease_seconds: int, coordinator: str) -> dict[str, object]:
+        return self.call(
+            "POST",
+            f"/sets/{set_id}/quiesce",
+            {"lease_seconds": lease_seconds, "coordinator": coordinator},
+            timeout=QUIESCE_TIMEOUT,
+        )
+
+    def snapshot_member(
+        self, set_id: str, set_size: int, trigger: str, note: str = ""
+    ) -> dict[str, object]:
+        return self.call(
+            "POST",
+            f"/sets/{set_id}/snapshot",
+            {"set_size": set_size, "trigger": trigger, "note": note},
+        )
+
+    def thaw(self, set_id: str) -> dict[str, object]:
+        return self.call("POST", f"/sets/{set_id}/thaw", {})
+
+    def set_state(self, set_id: str, state: str, reason: str = "") -> dict[str, object]:
+        return self.call("POST", f"/sets/{set_id}/state", {"state": state, "reason": reason})
+
+    def service_stop(self, timeout: int = 120) -> dict[str, object]:
+        return self.call("POST", "/service/stop", {"timeout": timeout}, timeout=timeout + 15)
+
+    def service_start(self, timeout: int = 120) -> dict[str, object]:
+        return self.call("POST", "/service/start", {"timeout": timeout}, timeout=timeout + 15)
+
+    def metrics(self) -> str:
+        status, _, data = self.request("GET", "/metrics")
+        if status != 200:
+            raise AgentError(self.where, status, data[:200].decode(errors="replace"))
+        return data.decode()
