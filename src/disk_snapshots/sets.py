@@ -148,11 +148,16 @@ def decide(results: Sequence[MemberResult]) -> tuple[SetState, str]:
     """``complete`` only if every member quiesced, snapshotted and thawed without error."""
     if results and all(r.ok() for r in results):
         return "complete", ""
-    problems = [f"{r.member.label}: {e}" for r in results for e in r.errors]
-    problems += [
-        f"{r.member.label}: no snapshot" for r in results if not r.errors and not r.snapshot_id
-    ]
-    return "incomplete", clean_text("; ".join(problems) or "no members")
+    if not results:
+        return "incomplete", "no members"
+    problems: list[str] = []
+    for r in results:
+        if r.errors:
+            problems += [f"{r.member.label}: {e}" for e in r.errors]
+        elif not r.ok():
+            missing = "not quiesced" if not r.quiesced else "no snapshot"
+            problems.append(f"{r.member.label}: {missing if not r.snapshot_id else 'not thawed'}")
+    return "incomplete", clean_text("; ".join(problems))
 
 
 # ---------------------------------------------------------------------------------------

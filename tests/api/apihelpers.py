@@ -7,8 +7,8 @@ import ipaddress
 import json
 import socket
 import ssl
+import subprocess
 import threading
-from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from dataclasses import field
@@ -353,6 +353,17 @@ def write_vm(root: Path, doc: dict[str, Any], disk_cid: str, image: Path) -> Pat
     return paths
 
 
-def iter_lines(stream: Any) -> Iterator[str]:
-    for raw in iter(stream.readline, ""):
-        yield raw.rstrip("\n")
+@dataclass
+class Vm:
+    spec: MemberSpec
+    paths: Paths
+    port: int
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def store(self) -> Path:
+        return self.paths.root / "var/vcap/store"
+
+    @property
+    def log(self) -> Path:
+        return self.paths.root / "daemon.log"

@@ -8,14 +8,13 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from apihelpers import MEMBERS
 from apihelpers import FakeApi
 from apihelpers import FakeMonit
-from apihelpers import MemberSpec
+from apihelpers import Vm
 from apihelpers import fake_snapshotter
 from apihelpers import free_port
 from apihelpers import make_tls
@@ -27,7 +26,6 @@ from disk_snapshots.api import Agent
 from disk_snapshots.api import serve
 from disk_snapshots.config import TlsConfig
 from disk_snapshots.metrics import Metrics
-from disk_snapshots.snapshotter import Paths
 
 
 @pytest.fixture(scope="session")
@@ -78,22 +76,6 @@ def pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     finally:
         if subprocess.run(["umount", str(mountpoint)], check=False).returncode != 0:
             subprocess.run(["umount", "-l", str(mountpoint)], check=False)
-
-
-@dataclass
-class Vm:
-    spec: MemberSpec
-    paths: Paths
-    port: int
-    process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def store(self) -> Path:
-        return self.paths.root / "var/vcap/store"
-
-    @property
-    def log(self) -> Path:
-        return self.paths.root / "daemon.log"
 
 
 DAEMON = (

@@ -1,0 +1,176 @@
+"""Set coordination without disks or network: members, the verdict, and the coordinator's
+order of steps against fake agents (thaw always; complete only if every step held)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from dataclasses import field
+from datetime import UTC
+from datetime import datetime
+
+import pytest
+from apihelpers import MEMBERS
+from apihelpers import make_tls
+from apihelpers import member_doc
+
+from disk_snapshots.agent_client import AgentError
+from disk_snapshots.agent_client import AgentUnreachable
+from disk_snapshots.config import load_snapshotter_config
+from disk_snapshots.sets import Member
+from disk_snapshots.sets import MemberResult
+from disk_snapshots.sets import clean_text
+from disk_snapshots.sets import coordinate
+from disk_snapshots.sets import decide
+from disk_snapshots.sets import members_of
+from disk_snapshots.sets import new_set_id
+
+A = Member("redis-leader", 0, "a", "127.0.0.2", 2453)
+B = Member("redis-data", 0, "b", "127.0.0.3", 2453)
+C = Member("redis-data", 1, "c", "127.0.0.4", 2453)
+
+
+def test_members_are_both_links_and_this_instance(tmp_path: object) -> None:
+    from pathlib import Path
+
+    root = Path(str(tmp_path))
+    doc = member_doc(MEMBERS[1], MEMBERS, make_tls(), 2999, root, root)
+    members = members_of(load_snapshotter_config(doc))
+    assert [(m.label, m.address, m.port) for m in members] == [
+        ("redis-data/0", "127.0.0.3", 2999),
+        ("redis-data/1", "127.0.0.4", 2999),
+        ("redis-leader/0", "127.0.0.2", 2999),
+    ]
+    doc["links"] = {"snapshotter": None, "peers": None}
+    [alone] = members_of(load_snapshotter_config(doc))
+    assert alone.label == "redis-data/0"
+
+
+def test_set_ids_sort_by_time_and_fit_tags() -> None:
+    at = datetime(2026, 11, 29, 2, 30, tzinfo=UTC)
+    assert new_set_id("nightly-set", at, "a1b2c3") == "nightly-set-20261129T023000Z-a1b2c3"
+
+
+def test_verdict() -> None:
+    ok = [MemberResult(m, quiesced=True, snapshot_id=f"snap-{m.id}", thawed=True) for m in (A, B)]
+    assert decide(ok) == ("complete", "")
+    failed = MemberResult(C, errors=["quiesce failed: flush failed: redis is down"])
+    assert decide([*ok, failed]) == (
+        "incomplete",
+        "redis-data/1: quiesce failed: flush failed: redis is down",
+    )
+    unthawed = MemberResult(C, quiesced=True, snapshot_id="snap-c")
+    assert decide([*ok, unthawed]) == ("incomplete", "redis-data/1: not thawed")
+    assert decide([]) == ("incomplete", "no members")
+
+
+def test_reasons_are_one_line_and_fit_a_tag() -> None:
+    assert clean_text("exit 1:\nline two\tthree") == "exit 1: line two three"
+    long = clean_text("x" * 400)
+    assert len(long) == 256 and long.endswith("...")
+
+
+@dataclass
+class FakeAgent:
+    member: Member
+    fail: dict[str, Exception] = field(default_factory=dict)
+    calls: list[str] = field(default_factory=list)
+    verdicts: list[tuple[str, str]] = field(default_factory=list)
+
+    def _step(self, name: str) -> None:
+        self.calls.append(name)
+        if name in self.fail:
+            raise self.fail[name]
+
+    def quiesce(self, set_id: str, lease_seconds: int, coordinator: str) -> dict[str, object]:
+        self._step("quiesce")
+        return {"frozen": True}
+
+    def snapshot_member(
+        self, set_id: str, set_size: int, trigger: str, note: str = ""
+    ) -> dict[str, object]:
+        self._step("snapshot")
+        assert trigger == "set:nightly" and set_size == 3
+        return {"snapshot_id": f"snap-{self.member.id}"}
+
+    def thaw(self, set_id: str) -> dict[str, object]:
+        self._step("thaw")
+        return {"frozen_seconds": 0.05}
+
+    def set_state(self, set_id: str, state: str, reason: str = "") -> dict[str, object]:
+        self.verdicts.append((state, reason))
+        if state == "complete" and "complete" in self.fail:
+            raise self.fail["complete"]
+        return {}
+
+
+def run(agents: dict[str, FakeAgent]) -> tuple[str, str]:
+    outcome = coordinate(
+        [A, B, C],
+        lambda m: agents[m.id],
+        name="nightly",
+        lease_seconds=10,
+        coordinator="redis-leader/0",
+    )
+    assert outcome.trigger == "set:nightly"
+    return outcome.state, outcome.reason
+
+
+def test_all_members_succeed() -> None:
+    agents = {m.id: FakeAgent(m) for m in (A, B, C)}
+    assert run(agents) == ("complete", "")
+    for agent in agents.values():
+        assert agent.calls == ["quiesce", "snapshot", "thaw"]
+        assert agent.verdicts == [("complete", "")]
+
+
+def test_a_member_whose_flush_fails_makes_the_set_incomplete_and_says_why() -> None:
+    agents = {m.id: FakeAgent(m) for m in (A, B, C)}
+    agents["c"].fail["quiesce"] = AgentError(
+        "127.0.0.4:2453", 409, "flush failed: redis: connection refused"
+    )
+    state, reason = run(agents)
+    assert state == "incomplete"
+    assert reason == "redis-data/1: quiesce failed: flush failed: redis: connection refused"
+    assert agents["a"].calls == ["quiesce", "snapshot", "thaw"]
+    assert agents["c"].calls == ["quiesce", "thaw"]  # thawed anyway: it may hold a freeze
+    assert agents["a"].verdicts == [("incomplete", reason)]
+    assert agents["c"].verdicts == []  # it took no snapshot to mark
+
+
+def test_thaw_runs_when_a_snapshot_fails_and_when_a_member_is_unreachable() -> None:
+    agents = {m.id: FakeAgent(m) for m in (A, B, C)}
+    agents["a"].fail["snapshot"] = AgentError("127.0.0.2:2453", 409, "snapshot failed: disk gone")
+    agents["b"].fail["thaw"] = AgentUnreachable("127.0.0.3:2453: timed out")
+    state, reason = run(agents)
+    assert state == "incomplete"
+    assert "redis-leader/0: snapshot failed: snapshot failed: disk gone" in reason
+    assert "redis-data/0: thaw failed: 127.0.0.3:2453: timed out" in reason
+    assert all(a.calls[-1] == "thaw" for a in agents.values())
+
+
+def test_a_member_that_gave_up_turns_the_whole_set_incomplete() -> None:
+    agents = {m.id: FakeAgent(m) for m in (A, B, C)}
+    agents["b"].fail["complete"] = AgentError(
+        "127.0.0.3:2453", 409, "this instance already marked its snapshot incomplete: lease"
+    )
+    state, reason = run(agents)
+    assert state == "incomplete"
+    assert reason.startswith("redis-data/0: this instance already marked its snapshot incomplete")
+    for agent in agents.values():
+        assert agent.verdicts[-1] == ("incomplete", reason)
+
+
+@pytest.mark.parametrize("phase", ["quiesced", "snapshotted", "thawed", "marked"])
+def test_phases_are_reported_in_order(phase: str) -> None:
+    agents = {m.id: FakeAgent(m) for m in (A, B, C)}
+    seen: list[str] = []
+    coordinate(
+        [A, B, C],
+        lambda m: agents[m.id],
+        name="nightly",
+        lease_seconds=10,
+        coordinator="x",
+        on_phase=lambda name, set_id: seen.append(name),
+    )
+    assert phase in seen
+    assert seen == ["quiesced", "snapshotted", "thawed", "marked"]
