@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Literal
 from typing import Protocol
 
+from disk_snapshots import fsops
 from disk_snapshots.agent_client import AgentClient
 from disk_snapshots.agent_client import AgentError
 from disk_snapshots.agent_client import AgentUnreachable
@@ -539,6 +540,11 @@ class SetMember:
                     session.state = "failed"
                     return
                 session.warnings.append(clean_text(f"flush failed: {err}"))
+            # Writes the provider would otherwise flush inside the freeze (loopback: the
+            # image's dirty pages) go out now, while the disk still takes writes.
+            if self.snapshotter.config.quiesce.freeze:
+                fsops.syncfs(self.snapshotter.disk.mount)
+            self.snapshotter.provider.prepare(self.snapshotter.disk)
             # The lease bounds the freeze, not the flush before it.
             session.started = time.monotonic()
             with self._freeze(session) as outcome:
@@ -554,7 +560,7 @@ class SetMember:
                         session.state = "expired"
             if outcome is not None:
                 session.frozen_seconds = outcome.frozen_seconds
-        except (QuiesceError, OSError) as err:
+        except (QuiesceError, ProviderError, OSError) as err:
             session.error = clean_text(f"freeze failed: {err}")
             session.state = "failed"
         finally:

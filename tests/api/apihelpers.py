@@ -5,11 +5,16 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import json
+import shutil
 import socket
 import ssl
 import subprocess
+import sys
 import threading
+import time
+from collections.abc import Iterator
 from contextlib import AbstractContextManager
+from contextlib import contextmanager
 from dataclasses import dataclass
 from dataclasses import field
 from pathlib import Path
@@ -163,6 +168,9 @@ class FakeProvider:
     snapshots: dict[str, Snapshot] = field(default_factory=dict)
     name: str = "fake"
     _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def prepare(self, disk: Disk) -> None:
+        """Nothing is written anywhere."""
 
     def snapshot(self, disk: Disk, annotations: Annotations) -> Snapshot:
         with self._lock:
@@ -367,3 +375,102 @@ class Vm:
     @property
     def log(self) -> Path:
         return self.paths.root / "daemon.log"
+
+
+def sh(*argv: str) -> str:
+    return subprocess.run(argv, check=True, capture_output=True, text=True).stdout
+
+
+@contextmanager
+def xfs_pool(base: Path) -> Iterator[Path]:
+    """A reflink-capable XFS pool on a loop device, like tests/disks' and localbosh's."""
+    image = base / "pool.img"
+    mountpoint = base / "mnt"
+    mountpoint.mkdir()
+    sh("truncate", "-s", "4G", str(image))
+    sh("mkfs.xfs", "-q", "-m", "reflink=1", str(image))
+    sh("mount", "-o", "loop", str(image), str(mountpoint))
+    try:
+        yield mountpoint
+    finally:
+        if subprocess.run(["umount", str(mountpoint)], check=False).returncode != 0:
+            subprocess.run(["umount", "-l", str(mountpoint)], check=False)
+
+
+DAEMON = (
+    "import logging, sys; from pathlib import Path; "
+    "logging.basicConfig(level=logging.INFO, format='%(asctime)s %(name)s %(message)s'); "
+    "from disk_snapshots.daemon import run; from disk_snapshots.snapshotter import Paths; "
+    "sys.exit(run(Paths(root=Path(sys.argv[1]))))"
+)
+
+
+def start_daemon(vm: Vm) -> subprocess.Popen[bytes]:
+    with vm.log.open("ab") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-c", DAEMON, str(vm.paths.root)],
+            stdout=out,
+            stderr=out,
+            stdin=subprocess.DEVNULL,
+        )
+    client_deadline = time.monotonic() + 15
+    while time.monotonic() < client_deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"daemon of {vm.spec.label} exited: {vm.log.read_text()}")
+        if "agent API on" in vm.log.read_text():
+            return process
+        time.sleep(0.05)
+    process.kill()
+    process.wait()
+    raise RuntimeError(f"daemon of {vm.spec.label} did not serve: {vm.log.read_text()}")
+
+
+def stop_daemon(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@contextmanager
+def running_cluster(pool: Path, tmp_path: Path, tls: TlsConfig) -> Iterator[list[Vm]]:
+    """Three VM-shaped roots, each with its own ext4 loop disk at var/vcap/store and its
+    own snapshotter daemon (a real process) serving the agent API on 127.0.0.2/.3/.4."""
+    port = free_port()
+    vms: list[Vm] = []
+    devices: list[str] = []
+    images: list[Path] = []
+    try:
+        for spec in MEMBERS:
+            root = tmp_path / spec.label.replace("/", "-")
+            root.mkdir()
+            cid = f"disk-{tmp_path.name}-{spec.address.rsplit('.', 1)[1]}"[:60]
+            image = pool / f"{cid}.img"
+            images.append(image)
+            sh("truncate", "-s", "256M", str(image))
+            sh("mkfs.ext4", "-q", "-F", str(image))
+            store = root / "var/vcap/store"
+            store.mkdir(parents=True)
+            device = sh("losetup", "--find", "--show", str(image)).strip()
+            devices.append(device)
+            sh("mount", device, str(store))
+            doc = member_doc(spec, MEMBERS, tls, port, root, pool)
+            vms.append(Vm(spec, write_vm(root, doc, cid, image), port))
+        for vm in vms:
+            vm.process = start_daemon(vm)
+        yield vms
+    finally:
+        for vm in vms:
+            if vm.process is not None:
+                stop_daemon(vm.process)
+        for vm in vms:
+            subprocess.run(["fsfreeze", "-u", str(vm.store)], capture_output=True, check=False)
+            subprocess.run(["umount", str(vm.store)], check=False)
+        for device in devices:
+            subprocess.run(["losetup", "-d", device], check=False)
+        for image in images:
+            image.unlink(missing_ok=True)
+        shutil.rmtree(pool / "snapshots", ignore_errors=True)
