@@ -27,6 +27,7 @@ from datetime import UTC
 from datetime import datetime
 from pathlib import Path
 
+from disk_snapshots import fsops
 from disk_snapshots.annotations import Annotations
 from disk_snapshots.annotations import Consistency
 from disk_snapshots.annotations import Role
@@ -55,16 +56,6 @@ class FreezeOutcome:
     def held(self) -> bool:
         """True while the watchdog has not claimed the lease (the freeze still holds)."""
         return self.lease.exists() and not expired_path(self.lease).exists()
-
-
-def _fsfreeze(flag: str, mount: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["fsfreeze", flag, str(mount)],
-        capture_output=True,
-        text=True,
-        check=False,
-        stdin=subprocess.DEVNULL,
-    )
 
 
 def _start_watchdog(lease: Path, log_path: Path | None) -> subprocess.Popen[bytes]:
@@ -122,16 +113,22 @@ def frozen(
         raise
     started = time.monotonic()
     try:
-        freeze = _fsfreeze("-f", mount)
-        if freeze.returncode != 0:
-            raise QuiesceError(f"fsfreeze -f {mount} failed: {freeze.stderr.strip()}")
+        try:
+            fsops.freeze(mount)
+        except OSError as err:
+            raise QuiesceError(f"freezing {mount} failed: {err}") from None
         yield outcome
     finally:
-        thaw = _fsfreeze("-u", mount)
+        try:
+            thawed = fsops.thaw(mount)
+        except OSError as err:
+            thawed = False
+            log.error(
+                "thawing %s failed: %s; the watchdog thaws it at the lease deadline", mount, err
+            )
         outcome.frozen_seconds = time.monotonic() - started
-        if thaw.returncode != 0 and outcome.held():
-            # Not frozen any more and the watchdog did not do it: only "not frozen" is fine.
-            log.warning("fsfreeze -u %s: %s", mount, thaw.stderr.strip())
+        if not thawed and outcome.held():
+            log.warning("%s was not frozen any more when the snapshot was done", mount)
         lease.unlink(missing_ok=True)
         try:
             watchdog.wait(timeout=5)
@@ -189,6 +186,8 @@ def take_quiesced(
                 disk, annotate(consistency_of(flushed, False), role, moment)
             )
             return Taken(snapshot, 0.0, warnings)
+        fsops.syncfs(disk.mount)
+        provider.prepare(disk)
         with frozen(disk.mount, quiesce.freeze_timeout, lease_dir, log_path) as outcome:
             moment = datetime.now(UTC)
             snapshot = provider.snapshot(

@@ -23,6 +23,10 @@ class UnknownSnapshot(ProviderError):
 class Provider(Protocol):
     name: str
 
+    def prepare(self, disk: Disk) -> None:
+        """Called just before the freeze: flush what can be flushed while writes still go on."""
+        ...
+
     def snapshot(self, disk: Disk, annotations: Annotations) -> Snapshot:
         """Take a snapshot; returns once its point in time is fixed."""
         ...

@@ -25,6 +25,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from disk_snapshots import fsops
 from disk_snapshots.annotations import AnnotationError
 from disk_snapshots.annotations import Annotations
 from disk_snapshots.catalog import Query
@@ -52,19 +53,16 @@ def check_id(snapshot_id: str) -> str:
 
 def clone(source: Path, target: Path) -> str:
     """Copy-on-write clone when the filesystem can, else a sparse copy; says which."""
-    reflink = subprocess.run(
-        ["cp", "--reflink=always", "--", str(source), str(target)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if reflink.returncode == 0:
+    try:
+        fsops.reflink(source, target)
         return "reflink"
-    target.unlink(missing_ok=True)
+    except OSError as err:
+        target.unlink(missing_ok=True)
+        reason = err.strerror or str(err)
     log.warning(
         "%s cannot be reflinked (%s); making a full sparse copy, which takes time and space",
         source,
-        reflink.stderr.strip(),
+        reason,
     )
     full = subprocess.run(
         ["cp", "--sparse=always", "--", str(source), str(target)],
@@ -105,6 +103,16 @@ class LoopbackProvider:
             "provider.loopback.pool is empty and this instance has no loopback disk image "
             "to find the pool from"
         )
+
+    def prepare(self, disk: Disk) -> None:
+        """Write the image's dirty pages (the loop device's writes) to the pool now, so the
+        clone, which must flush them first, does not do it while the disk is frozen."""
+        if disk.image is not None:
+            fd = os.open(disk.image, os.O_RDONLY)
+            try:
+                os.fdatasync(fd)
+            finally:
+                os.close(fd)
 
     def snapshot(self, disk: Disk, annotations: Annotations) -> Snapshot:
         if disk.image is None or not disk.image.is_file():
