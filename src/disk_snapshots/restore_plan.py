@@ -127,6 +127,9 @@ def _ineligible(snapshot: Snapshot, deployment: str, policy: Policy) -> str | No
         return f"it belongs to deployment {a.deployment}"
     if snapshot.state == "error":
         return "the provider reports it failed"
+    if a.trigger == "pre-restore":
+        # It holds the state a restore was undoing; going back to it is a deliberate act.
+        return "it is a pre-restore safety snapshot (name it in restore.snapshots to go back)"
     if a.consistency == "crash" and not policy.allow_crash:
         return "it is only crash-consistent"
     if a.set_id and a.set_state != "complete":

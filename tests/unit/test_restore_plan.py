@@ -100,6 +100,22 @@ def test_crash_incomplete_and_foreign_snapshots_are_never_chosen() -> None:
     assert plan(catalog, policy=Policy(allow_crash=True)).leader.source == catalog[1]
 
 
+def test_safety_snapshots_are_only_chosen_by_name() -> None:
+    good = snap(1, LEADER, 0, "leader")
+    safety = Snapshot(
+        id="snap-00000000000000099",
+        annotations=Annotations(
+            **{
+                **good.annotations.__dict__,
+                "trigger": "pre-restore",
+                "created_at": T0 + timedelta(minutes=5),
+            }
+        ),
+    )
+    assert plan([good, safety]).leader.source == good
+    assert plan([good, safety], explicit={"redis-leader/0": safety.id}).leader.source == safety
+
+
 def test_set_target_uses_the_sets_members() -> None:
     catalog = [
         snap(1, LEADER, 0, "leader", set_id="set-a", set_state="complete"),
