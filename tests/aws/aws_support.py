@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from dataclasses import field
@@ -25,6 +26,13 @@ SECRET = "tEsTsEcReT/never-in-logs+0123456789abcdefXYZ"
 
 # make_provider(**AwsSettings fields and AwsEbsProvider options) -> a provider closed at teardown
 MakeProvider = Callable[..., AwsEbsProvider]
+
+
+def free_port_url() -> str:
+    """A loopback URL nothing listens on (the port was free a moment ago)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{sock.getsockname()[1]}"
 
 
 @dataclass
@@ -73,8 +81,11 @@ class FakeDevices:
             raise ProviderError(f"umount {mountpoint}: target is busy")
         self.mounted.discard(mountpoint)
 
+    def is_mounted(self, mountpoint: Path) -> bool:
+        return mountpoint in self.mounted
 
-def annotations(
+
+def sample_annotations(
     *,
     minutes_ago: float = 0,
     at: datetime | None = None,

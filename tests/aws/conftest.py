@@ -96,7 +96,8 @@ def make_provider(endpoint: str, devices: FakeDevices, tmp_path: Path) -> Iterat
             "poll_interval": 0.0,
             "rate_limit_delays": (0.01, 0.01),
         }
-        provider = AwsEbsProvider(settings(endpoint, **aws), **(options | overrides))
+        aws.setdefault("endpoint", endpoint)
+        provider = AwsEbsProvider(settings(**aws), **(options | overrides))
         made.append(provider)
         return provider
 

@@ -9,9 +9,10 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from aws_support import SECRET
 from aws_support import MakeProvider
 from aws_support import World
-from aws_support import annotations
+from aws_support import sample_annotations
 
 from disk_snapshots.annotations import TAG_PREFIX
 from disk_snapshots.catalog import Query
@@ -68,7 +69,7 @@ def test_snapshot_carries_every_annotation_as_a_tag_in_one_call(
     provider: AwsEbsProvider, world: World, ec2: Any
 ) -> None:
     calls = record_calls(provider)
-    wanted = annotations(note="before the upgrade", disk_cid=world.volume_id)
+    wanted = sample_annotations(note="before the upgrade", disk_cid=world.volume_id)
     taken = provider.snapshot(world.disk, wanted)
 
     assert calls == ["CreateSnapshot"]  # tags in TagSpecifications: never untagged, one call
@@ -87,15 +88,15 @@ def test_snapshot_refuses_a_disk_that_is_not_an_ebs_volume(
 ) -> None:
     disk = Disk(cid="loop-disk-1", mount=tmp_path, hint={"path": "/pool/disk.img"})
     with pytest.raises(ProviderError, match="no EBS volume id"):
-        provider.snapshot(disk, annotations())
+        provider.snapshot(disk, sample_annotations())
 
 
 def test_list_reads_the_catalog_from_tags_newest_first_and_filters_by_tags(
     provider: AwsEbsProvider, world: World, ec2: Any
 ) -> None:
-    older = provider.snapshot(world.disk, annotations(minutes_ago=30))
-    newer = provider.snapshot(world.disk, annotations(minutes_ago=5, trigger="pre-deploy"))
-    other = provider.snapshot(world.disk, annotations(minutes_ago=1, deployment="postgres"))
+    older = provider.snapshot(world.disk, sample_annotations(minutes_ago=30))
+    newer = provider.snapshot(world.disk, sample_annotations(minutes_ago=5, trigger="pre-deploy"))
+    other = provider.snapshot(world.disk, sample_annotations(minutes_ago=1, deployment="postgres"))
     # A snapshot someone else took of the same volume: never part of our catalog.
     ec2.create_snapshot(VolumeId=world.volume_id, Description="by hand")
 
@@ -129,7 +130,7 @@ def test_list_pushes_tag_filters_to_ec2(provider: AwsEbsProvider, world: World) 
 
 
 def test_list_follows_pages(provider: AwsEbsProvider, world: World) -> None:
-    taken = [provider.snapshot(world.disk, annotations(minutes_ago=m)) for m in range(12)]
+    taken = [provider.snapshot(world.disk, sample_annotations(minutes_ago=m)) for m in range(12)]
     pages = emulate_ec2_pages(provider, page_size=5)
 
     listed = provider.list()
@@ -141,8 +142,8 @@ def test_list_follows_pages(provider: AwsEbsProvider, world: World) -> None:
 def test_damaged_tags_are_skipped_with_a_warning(
     provider: AwsEbsProvider, world: World, ec2: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
-    good = provider.snapshot(world.disk, annotations())
-    bad = provider.snapshot(world.disk, annotations(minutes_ago=1))
+    good = provider.snapshot(world.disk, sample_annotations())
+    bad = provider.snapshot(world.disk, sample_annotations(minutes_ago=1))
     ec2.create_tags(Resources=[bad.id], Tags=[{"Key": f"{TAG_PREFIX}role", "Value": "king"}])
 
     with caplog.at_level(logging.WARNING, logger="disk_snapshots.providers.aws_ebs"):
@@ -156,7 +157,7 @@ def test_damaged_tags_are_skipped_with_a_warning(
 
 
 def test_get_update_delete(provider: AwsEbsProvider, world: World, ec2: Any) -> None:
-    taken = provider.snapshot(world.disk, annotations(note="first"))
+    taken = provider.snapshot(world.disk, sample_annotations(note="first"))
     assert provider.get(taken.id).annotations == taken.annotations
     assert provider.get(taken.id).state == "completed"  # moto completes at once
     assert provider.get(taken.id).size_bytes == 10 * 2**30
@@ -182,7 +183,7 @@ def test_delete_and_update_refuse_snapshots_without_our_tags(
     foreign_id = foreign["SnapshotId"]
     for action in (
         lambda: provider.delete(foreign_id),
-        lambda: provider.update(foreign_id, annotations()),
+        lambda: provider.update(foreign_id, sample_annotations()),
         lambda: provider.get(foreign_id),
     ):
         with pytest.raises(UnknownSnapshot, match="not taken by disk-snapshots"):
@@ -208,7 +209,7 @@ def test_malformed_ids_are_refused_before_any_call(provider: AwsEbsProvider, bad
         with pytest.raises(UnknownSnapshot, match="not an EBS snapshot id"):
             action(bad_id)
     with pytest.raises(UnknownSnapshot, match="not an EBS snapshot id"):
-        provider.update(bad_id, annotations())
+        provider.update(bad_id, sample_annotations())
     with (
         pytest.raises(UnknownSnapshot, match="not an EBS snapshot id"),
         provider.materialize(bad_id),
@@ -228,7 +229,7 @@ def test_unknown_ids_give_a_clear_error(provider: AwsEbsProvider, unknown: str) 
 def test_ebs_states_map_onto_catalog_states(
     provider: AwsEbsProvider, world: World, ec2: Any
 ) -> None:
-    taken = provider.snapshot(world.disk, annotations())
+    taken = provider.snapshot(world.disk, sample_annotations())
     states: dict[str, str] = {}
 
     def set_state(parsed: dict[str, Any], **_: Any) -> None:
@@ -256,7 +257,7 @@ def test_retention_deletes_exactly_what_the_plan_says(
     taken = [
         provider.snapshot(
             world.disk,
-            annotations(
+            sample_annotations(
                 at=now - timedelta(hours=i + 1),
                 trigger=trigger,
                 # Only the newest manual one is app-consistent, so the consistency guard
@@ -293,14 +294,12 @@ def test_make_provider_builds_aws_ebs_from_config(endpoint: str) -> None:
     from disk_snapshots.config import ProviderConfig
 
     config = ProviderConfig(type="aws-ebs", loopback_pool="", aws=settings(endpoint))
-    provider = make_provider(config, None)
-    try:
-        assert isinstance(provider, AwsEbsProvider)
+    made = make_provider(config, None)
+    assert isinstance(made, AwsEbsProvider)
+    with made as provider:
         assert provider.name == "aws-ebs"
         assert provider.list() == []
-        assert "tEsTsEcReT" not in repr(provider)
-    finally:
-        provider.close()
+        assert SECRET not in repr(provider)
 
 
 def test_instance_profile_when_no_keys_are_set(

@@ -19,7 +19,6 @@ import builtins
 import logging
 import random
 import re
-import shutil
 import tempfile
 import time
 import urllib.error
@@ -29,6 +28,7 @@ from collections.abc import Iterator
 from collections.abc import Mapping
 from collections.abc import Sequence
 from contextlib import contextmanager
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC
 from datetime import datetime
@@ -232,7 +232,7 @@ class AwsEbsProvider:
             # The default chain: environment, then the VM's instance profile.
             self._session = boto3.session.Session()
         self._config = Config(
-            retries={"mode": "standard", "max_attempts": max_attempts},
+            retries={"mode": "standard", "total_max_attempts": max_attempts},
             connect_timeout=5,
             read_timeout=30,
             user_agent_extra="disk-snapshots",
@@ -316,13 +316,28 @@ class AwsEbsProvider:
 
     # -- snapshots ------------------------------------------------------------------------
 
-    def snapshot(self, disk: Disk, annotations: Annotations) -> Snapshot:
-        """CreateSnapshot with the annotations as tags; returns while EBS is still copying."""
+    def _volume_id(self, disk: Disk) -> str:
         volume_id = disk.volume_id
         if not VOLUME_ID.match(volume_id):
             raise ProviderError(
                 f"disk {disk.cid} has no EBS volume id ({volume_id!r}): is this instance on AWS?"
             )
+        return volume_id
+
+    def prepare(self, disk: Disk) -> None:
+        """Everything but CreateSnapshot, before the freeze.
+
+        Fetching instance-profile credentials, the TLS handshake and a missing volume or
+        permission all surface here, while writes still go on, so that inside the freeze
+        only one request on a warm connection remains.
+        """
+        volume_id = self._volume_id(disk)
+        with self._calling(f"DescribeVolumes of {volume_id}"):
+            self.client().describe_volumes(VolumeIds=[volume_id])
+
+    def snapshot(self, disk: Disk, annotations: Annotations) -> Snapshot:
+        """CreateSnapshot with the annotations as tags; returns while EBS is still copying."""
+        volume_id = self._volume_id(disk)
         tags = annotations.to_tags() | {"Name": display_name(annotations)}
         action = f"CreateSnapshot of {volume_id}"
         client = self.client()
@@ -602,7 +617,8 @@ class AwsEbsProvider:
         The volume is tagged temporary (with its source and this instance) the moment it
         is created, so one left by a crash is found by ``cleanup_leftovers``.
         """
-        snapshot = self.get(snapshot_id)
+        raw, tags = self._ours(snapshot_id)
+        snapshot = self._record(raw, tags)
         if snapshot.state == "pending":
             snapshot = self._wait_snapshot(snapshot_id, self.volume_timeout)
         if snapshot.state != "completed":
@@ -679,7 +695,7 @@ class AwsEbsProvider:
                 # Detaching a mounted volume can leave it stuck "busy"; leave it attached.
                 return [f"unmount of {mountpoint} failed ({err}); volume {volume_id} left attached"]
         if mountpoint is not None:
-            shutil.rmtree(mountpoint, ignore_errors=True)
+            _remove_empty(mountpoint)
         try:
             if attached:
                 with self._calling(f"DetachVolume of {volume_id}"):
@@ -689,6 +705,24 @@ class AwsEbsProvider:
                 self.client().delete_volume(VolumeId=volume_id)
         except ProviderError as err:
             problems.append(f"{err}; volume {volume_id} left behind")
+        return problems
+
+    def _unmount_leftovers(self, volume: Mapping[str, Any]) -> builtins.list[str]:
+        """Unmount what a failed materialize left mounted from this volume's snapshot."""
+        source = tags_of(volume).get(SOURCE_SNAPSHOT_TAG, "")
+        if not SNAPSHOT_ID.match(source) or not self.work_dir.is_dir():
+            return []
+        problems: builtins.list[str] = []
+        for mountpoint in sorted(self.work_dir.glob(f"{source}-*")):
+            try:
+                if self.devices.is_mounted(mountpoint):
+                    self.devices.unmount(mountpoint)
+                _remove_empty(mountpoint)
+            except (ProviderError, OSError) as err:
+                problems.append(
+                    f"unmount of {mountpoint} failed ({err}); volume {volume['VolumeId']} "
+                    "left attached"
+                )
         return problems
 
     def cleanup_leftovers(self, min_age: timedelta = timedelta(minutes=30)) -> builtins.list[str]:
@@ -716,7 +750,9 @@ class AwsEbsProvider:
                 a.get("InstanceId") == instance_id and a.get("State") in ("attaching", "attached")
                 for a in volume.get("Attachments", [])
             )
-            problems = self._tear_down(volume_id, instance_id, attached, None, False)
+            problems = self._unmount_leftovers(volume) if attached else []
+            if not problems:
+                problems = self._tear_down(volume_id, instance_id, attached, None, False)
             if problems:
                 failed.extend(problems)
             else:
@@ -754,6 +790,13 @@ def _with_backup(snapshot: Snapshot, copy: BackupCopy) -> Snapshot:
         backup_id=copy.snapshot.id,
         backup_region=copy.region,
     )
+
+
+def _remove_empty(directory: Path) -> None:
+    # rmdir, never rmtree: if the unmount silently did not happen, the snapshot's files
+    # are below, and they are not ours to delete.
+    with suppress(OSError):
+        directory.rmdir()
 
 
 def _gib(size: object) -> int | None:

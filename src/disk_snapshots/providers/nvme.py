@@ -10,6 +10,7 @@ as ``/sys/block/nvmeXn1/device/serial``. Older Xen instances show ``/dev/sdf`` a
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 from pathlib import Path
@@ -28,6 +29,8 @@ class DeviceSeam(Protocol):
     def mount_readonly(self, device: Path, mountpoint: Path) -> None: ...
 
     def unmount(self, mountpoint: Path) -> None: ...
+
+    def is_mounted(self, mountpoint: Path) -> bool: ...
 
 
 def serial_of(volume_id: str) -> str:
@@ -80,6 +83,9 @@ class LinuxDevices:
 
     def unmount(self, mountpoint: Path) -> None:
         _run(["umount", str(mountpoint)])
+
+    def is_mounted(self, mountpoint: Path) -> bool:
+        return os.path.ismount(mountpoint)
 
 
 def _run(argv: list[str]) -> None:
