@@ -34,7 +34,6 @@ from localbosh.namespace import Namespace
 VCAP = "/var/vcap"
 # /var/vcap/data/sys/run is a 16m tmpfs on stemcells (env.bosh.run_dir.tmpfs_size).
 RUN_TMPFS_SIZE = "16m"
-HOOKS = ("pre-start", "post-start", "post-stop", "drain")
 
 
 class AgentError(Exception):
@@ -279,7 +278,7 @@ class Agent:
             if self.host_path(f"{VCAP}/jobs/{j}/bin/{script}").exists()
         ]
 
-    def run_script(self, script: str) -> None:
+    def run_script(self, script: str, env: Mapping[str, str] | None = None) -> None:
         """Run `script` of every job that ships it, in parallel; logs appended as the agent does."""
         jobs = self.jobs_with(script)
         results: dict[str, int] = {}
@@ -296,7 +295,7 @@ class Agent:
                     stdout=out,
                     stderr=err,
                     stdin=subprocess.DEVNULL,
-                    env=self._hook_env(),
+                    env=self._hook_env(env),
                     check=False,
                 )
             results[job] = proc.returncode

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -54,7 +55,7 @@ def _parser() -> argparse.ArgumentParser:
         if verb == "stop":
             s.add_argument("--hard", action="store_true", help="also delete the VM (disk kept)")
         if verb in ("stop", "restart", "recreate"):
-            s.add_argument("--skip-drain", action="store_true", help="not supported locally")
+            s.add_argument("--skip-drain", action="store_true", help="skip pre-stop and drain")
 
     s = sub.add_parser("ssh", help="run a command inside an instance's namespace")
     s.add_argument("selector")
@@ -87,8 +88,12 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 def _print_errands(results: Sequence[ErrandResult]) -> None:
     for r in results:
         print(_table(["Instance", r.instance], [["Exit Code", str(r.exit_code)]]))
-        print(f"Stdout     {r.stdout.rstrip() or '-'}")
-        print(f"Stderr     {r.stderr.rstrip() or '-'}")
+        for label, text in (("Stdout", r.stdout), ("Stderr", r.stderr)):
+            lines = text.rstrip().splitlines() or ["-"]
+            # Continuation lines line up under the value column, as in the bosh CLI.
+            print(f"{label:<11}{lines[0]}")
+            for line in lines[1:]:
+                print(f"{'':<11}{line}")
         print()
     print(f"{len(results)} errand(s)")
 
@@ -147,9 +152,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             print("\nSucceeded")
         elif args.verb in ("stop", "start", "restart", "recreate"):
             name = _need_deployment(args)
-            if getattr(args, "skip_drain", False):
-                raise DirectorError("--skip-drain is not supported by the local deployment")
-            director.change_state(name, args.verb, args.selector, hard=getattr(args, "hard", False))
+            director.change_state(
+                name,
+                args.verb,
+                args.selector,
+                hard=getattr(args, "hard", False),
+                skip_drain=getattr(args, "skip_drain", False),
+            )
         elif args.verb == "ssh":
             return director.ssh(_need_deployment(args), args.selector, args.command)
         elif args.verb == "delete-deployment":
@@ -162,6 +171,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             director.clean_up()
     except (DirectorError, LockError, InterpolationError, CommandError) as exc:
         print(f"Error: {exc}", file=sys.stderr)
+        print("\nExit code 1", file=sys.stderr)
+        return 1
+    except Exception as exc:  # an unexpected failure still gets a one-line cause first
+        print(f"Error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        traceback.print_exc()
         print("\nExit code 1", file=sys.stderr)
         return 1
     return 0

@@ -50,6 +50,7 @@ from localbosh.state import DeploymentState
 from localbosh.state import InstanceState
 from localbosh.state import Layout
 from localbosh.state import address
+from localbosh.state import address_in_use
 from localbosh.state import deployment_lock
 from localbosh.state import free_slot
 
@@ -196,7 +197,7 @@ class Director:
             used = {i.address for i in dep.instances}
             n = 0
             for p in create:
-                while address(dep.slot, n) in used:
+                while address(dep.slot, n) in used or address_in_use(address(dep.slot, n)):
                     n += 1
                 used.add(address(dep.slot, n))
                 azs = by_name[p.group].azs
@@ -292,7 +293,8 @@ class Director:
             self._create_vm(dep, inst, group)
         elif change == "disk-change" or recreate:
             if running:
-                self._stop_sequence(dep, inst, plan.SHUTDOWN_ARGS, group.persistent_disk)
+                intent: plan.Intent = "delete_vm" if recreate else "keep_vm"
+                self._stop_sequence(dep, inst, plan.SHUTDOWN_ARGS, group.persistent_disk, intent)
             if recreate:
                 self.log(f"Recreating instance {label}")
                 self._delete_vm(dep, inst)
@@ -302,7 +304,7 @@ class Director:
         else:
             if running:
                 args = plan.update_drain_args(old, applied)
-                self._stop_sequence(dep, inst, tuple(args), group.persistent_disk)
+                self._stop_sequence(dep, inst, tuple(args), group.persistent_disk, "keep_vm")
         self.log(f"Updating instance {label}")
         self._apply(dep, inst, group, jobs, applied)
         if inst.state == "started":
@@ -394,14 +396,24 @@ class Director:
         dep.save(self.layout)
 
     def _stop_sequence(
-        self, dep: DeploymentState, inst: InstanceState, drain_args: Sequence[str], next_disk: int
+        self,
+        dep: DeploymentState,
+        inst: InstanceState,
+        drain_args: Sequence[str],
+        next_disk: int,
+        intent: plan.Intent,
+        skip_drain: bool = False,
     ) -> None:
-        """Stopper.stop: drain (after unmonitor), monit stop and wait, post-stop."""
+        """Stopper.stop: pre-stop, drain (after unmonitor), monit stop and wait, post-stop.
+        --skip-drain skips pre-stop and drain, as the Director does."""
         agent = self.agent(dep, inst)
-        self._agent_call(
-            inst,
-            lambda: agent.drain(drain_args, inst.disk_size, next_disk, self.log),
-        )
+        if not skip_drain:
+            env = plan.pre_stop_env(intent)
+            self._agent_call(inst, lambda: agent.run_script("pre-stop", env))
+            self._agent_call(
+                inst,
+                lambda: agent.drain(drain_args, inst.disk_size, next_disk, self.log),
+            )
         self._agent_call(inst, agent.stop)
         self._agent_call(inst, lambda: agent.run_script("post-stop"))
 
@@ -441,7 +453,12 @@ class Director:
         return [i for p in order for i in insts if i.group == p.group and i.index == p.index]
 
     def change_state(
-        self, name: str, action: str, selector: str | None, hard: bool = False
+        self,
+        name: str,
+        action: str,
+        selector: str | None,
+        hard: bool = False,
+        skip_drain: bool = False,
     ) -> None:
         with deployment_lock(self.layout, name, f"{action} instances"), self._host():
             dep = self.load(name)
@@ -459,7 +476,14 @@ class Director:
                 if action == "stop":
                     if is_running:
                         self.log(f"Stopping instance {inst.group}: {label}")
-                        self._stop_sequence(dep, inst, plan.SHUTDOWN_ARGS, inst.disk_size)
+                        self._stop_sequence(
+                            dep,
+                            inst,
+                            plan.SHUTDOWN_ARGS,
+                            inst.disk_size,
+                            "delete_vm" if hard else "keep_vm",
+                            skip_drain,
+                        )
                     inst.state = "stopped"
                     if hard and inst.vm:
                         self._delete_vm(dep, inst)
@@ -475,13 +499,17 @@ class Director:
                 elif action == "restart":
                     self.log(f"Restarting instance {inst.group}: {label}")
                     if is_running:
-                        self._stop_sequence(dep, inst, plan.RESTART_ARGS, inst.disk_size)
+                        self._stop_sequence(
+                            dep, inst, plan.RESTART_ARGS, inst.disk_size, "keep_vm", skip_drain
+                        )
                     inst.state = "started"
                     self._start_sequence(dep, inst, watch_time(dep.manifest, False))
                 elif action == "recreate":
                     self.log(f"Recreating instance {inst.group}: {label}")
                     if is_running:
-                        self._stop_sequence(dep, inst, plan.SHUTDOWN_ARGS, inst.disk_size)
+                        self._stop_sequence(
+                            dep, inst, plan.SHUTDOWN_ARGS, inst.disk_size, "delete_vm", skip_drain
+                        )
                     if inst.vm:
                         self._delete_vm(dep, inst)
                     self._create_vm(dep, inst, group)
@@ -497,13 +525,19 @@ class Director:
 
     # -- delete -----------------------------------------------------------------------
 
-    def _delete_instance(self, dep: DeploymentState, inst: InstanceState, force: bool) -> None:
+    def _delete_instance(
+        self,
+        dep: DeploymentState,
+        inst: InstanceState,
+        force: bool,
+        intent: plan.Intent = "delete_instance",
+    ) -> None:
         """InstanceDeleter: shutdown drain with persistent_disk 0, stop, post-stop, delete VM,
         orphan the disk. With force, failures of the instance's own scripts are skipped."""
         agent = self.agent(dep, inst)
         try:
             if inst.vm and agent.get_state() not in ("stopped", "unknown"):
-                self._stop_sequence(dep, inst, plan.SHUTDOWN_ARGS, 0)
+                self._stop_sequence(dep, inst, plan.SHUTDOWN_ARGS, 0, intent)
         except DirectorError as exc:
             if not force:
                 raise
@@ -522,7 +556,7 @@ class Director:
             dep = self.load(name)
             for inst in list(dep.instances):
                 self.log(f"Deleting instances: {inst.name} ({inst.index})")
-                self._delete_instance(dep, inst, force)
+                self._delete_instance(dep, inst, force, "delete_deployment")
                 dep.instances.remove(inst)
                 dep.save(self.layout)
             # Sweep namespaces of this deployment the state might not know (a crash

@@ -16,15 +16,17 @@ from localbosh.agent import RenderedJob
 from localbosh.compile import CompiledPackage
 from localbosh.compile import compile_release
 from localbosh.compile import install_packages
+from localbosh.deployment import REPO_ROOT
 from localbosh.deployment import Group
 from localbosh.deployment import Release
 from localbosh.release import build_release
 
 
 def cache_dir() -> Path:
-    # compile.py refuses a cache under /var (its namespace shadows /var), so the
-    # cache does not live in the state dir.
-    return Path(os.environ.get("LOCALBOSH_CACHE") or Path.home() / ".cache" / "localbosh")
+    # Shared with tests/release (compiling CPython takes minutes, once). compile.py
+    # refuses a cache under /var (its namespace shadows /var), so it is not in the
+    # state dir.
+    return Path(os.environ.get("LOCALBOSH_CACHE") or REPO_ROOT / ".cache")
 
 
 @cache

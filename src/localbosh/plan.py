@@ -88,6 +88,24 @@ def parse_drain_output(stdout: str) -> int:
     return int(text)
 
 
+Intent = Literal["keep_vm", "delete_vm", "delete_instance", "delete_deployment"]
+
+
+def pre_stop_env(intent: Intent) -> dict[str, str]:
+    """pre-stop's environment for why the instance stops (bosh-director stopper.rb)."""
+    vm, instance, deployment = {
+        "keep_vm": ("keep", "keep", "keep"),
+        "delete_vm": ("delete", "keep", "keep"),
+        "delete_instance": ("delete", "delete", "keep"),
+        "delete_deployment": ("delete", "delete", "delete"),
+    }[intent]
+    return {
+        "BOSH_VM_NEXT_STATE": vm,
+        "BOSH_INSTANCE_NEXT_STATE": instance,
+        "BOSH_DEPLOYMENT_NEXT_STATE": deployment,
+    }
+
+
 def parallel_failure_message(script: str, failed: Sequence[str], succeeded: Sequence[str]) -> str:
     """The agent's summary when colocated scripts run in parallel (parallel_script.go)."""
     total = len(failed) + len(succeeded)

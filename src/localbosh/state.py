@@ -18,6 +18,7 @@ import contextlib
 import fcntl
 import json
 import os
+import socket
 import time
 from collections.abc import Iterator
 from dataclasses import asdict
@@ -127,15 +128,26 @@ class DeploymentState:
         return cls(**data)
 
 
+def address_in_use(addr: str, port: int = 2822) -> bool:
+    """Whether something (another state dir's instance, say) already listens there."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((addr, port))
+        except OSError:
+            return True
+    return False
+
+
 def free_slot(layout: Layout) -> int:
-    """A deployment's address block: instances get 127.77.<slot>.<10+n>."""
+    """A deployment's address block: instances get 127.77.<slot>.<10+n>. Slots of
+    this state dir are known; those of other state dirs show as addresses in use."""
     used = set()
     for name in layout.deployment_names():
         st = DeploymentState.load(layout, name)
         if st is not None:
             used.add(st.slot)
     for slot in range(1, 250):
-        if slot not in used:
+        if slot not in used and not address_in_use(address(slot, 0)):
             return slot
     raise RuntimeError(f"no free address block left under {layout.deployments}")
 

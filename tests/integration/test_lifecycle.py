@@ -34,6 +34,22 @@ def states(r: dict[str, Any]) -> tuple[Any, Any]:
 
 
 START = [("pre-start",), ("monit-start",), ("post-start",)]
+SHUTDOWN = [
+    ("pre-stop",),
+    ("drain", "job_shutdown", "hash_unchanged"),
+    ("monit-stop",),
+    ("post-stop",),
+]
+KEEP = ["keep", "keep", "keep"]
+
+
+def drain_record(log: Path, n: int = 0) -> dict[str, Any]:
+    return [r for r in records(log) if r["hook"] == "drain"][n]
+
+
+def pre_stop_env(log: Path, n: int = 0) -> list[str | None]:
+    env: list[str | None] = [r for r in records(log) if r["hook"] == "pre-stop"][n]["pre_stop_env"]
+    return env
 
 
 def test_deploy_starts_each_instance_in_order_one_at_a_time(
@@ -58,11 +74,18 @@ def test_update_drains_with_job_changed_hash_changed(
     record_log.unlink()
     m = recorder_manifest(tmp_path / "b.yml", record_log, tag="v2")
     localbosh.run("-d", "rec", "deploy", str(m))
-    update = [("drain", "job_changed", "hash_changed"), ("monit-stop",), ("post-stop",), *START]
+    update = [
+        ("pre-stop",),
+        ("drain", "job_changed", "hash_changed"),
+        ("monit-stop",),
+        ("post-stop",),
+        *START,
+    ]
     assert hooks(record_log) == update + update
-    drain = records(record_log)[0]
+    drain = drain_record(record_log)
     assert states(drain) == (DISK, DISK)
-    assert drain["tag"] == "" and records(record_log)[3]["tag"] == "v2"  # old job drains
+    assert pre_stop_env(record_log) == KEEP
+    assert drain["tag"] == "" and records(record_log)[4]["tag"] == "v2"  # old job drains
 
     record_log.unlink()
     localbosh.run("-d", "rec", "deploy", str(m))
@@ -73,12 +96,9 @@ def test_stop_start_restart(localbosh: LocalBosh, tmp_path: Path, record_log: Pa
     localbosh.run("-d", "rec", "deploy", str(recorder_manifest(tmp_path / "m.yml", record_log)))
     record_log.unlink()
     localbosh.run("-d", "rec", "stop", "node/0")
-    assert hooks(record_log) == [
-        ("drain", "job_shutdown", "hash_unchanged"),
-        ("monit-stop",),
-        ("post-stop",),
-    ]
-    assert states(records(record_log)[0]) == (DISK, DISK)
+    assert hooks(record_log) == SHUTDOWN
+    assert states(drain_record(record_log)) == (DISK, DISK)
+    assert pre_stop_env(record_log) == KEEP
     assert "stopped" in localbosh.run("-d", "rec", "instances").stdout
 
     record_log.unlink()
@@ -88,12 +108,18 @@ def test_stop_start_restart(localbosh: LocalBosh, tmp_path: Path, record_log: Pa
     record_log.unlink()
     localbosh.run("-d", "rec", "restart", "node/1")
     assert hooks(record_log) == [
+        ("pre-stop",),
         ("drain", "job_changed", "hash_unchanged"),
         ("monit-stop",),
         ("post-stop",),
         *START,
     ]
     assert {r["index"] for r in records(record_log)} == {1}
+    assert pre_stop_env(record_log) == KEEP
+
+    record_log.unlink()
+    localbosh.run("-d", "rec", "stop", "node/1", "--skip-drain")
+    assert hooks(record_log) == [("monit-stop",), ("post-stop",)]
 
 
 def test_recreate_shuts_down_and_keeps_the_disk(
@@ -104,13 +130,9 @@ def test_recreate_shuts_down_and_keeps_the_disk(
     localbosh.run("-d", "rec", "ssh", "node/1", "-c", "echo kept > /var/vcap/store/marker")
     record_log.unlink()
     localbosh.run("-d", "rec", "recreate", "node/1")
-    assert hooks(record_log) == [
-        ("drain", "job_shutdown", "hash_unchanged"),
-        ("monit-stop",),
-        ("post-stop",),
-        *START,
-    ]
-    assert states(records(record_log)[0]) == (DISK, DISK)
+    assert hooks(record_log) == [*SHUTDOWN, *START]
+    assert states(drain_record(record_log)) == (DISK, DISK)
+    assert pre_stop_env(record_log) == ["delete", "keep", "keep"]
     after = {i["index"]: i["disk_cid"] for i in localbosh.state("rec")["instances"]}
     assert after == before
     out = localbosh.run("-d", "rec", "ssh", "node/1", "-c", "cat /var/vcap/store/marker").stdout
@@ -125,15 +147,16 @@ def test_scale_in_and_delete_drain_with_persistent_disk_zero(
     localbosh.run(
         "-d", "rec", "deploy", str(recorder_manifest(tmp_path / "b.yml", record_log, instances=1))
     )
-    shutdown = [("drain", "job_shutdown", "hash_unchanged"), ("monit-stop",), ("post-stop",)]
-    assert hooks(record_log) == shutdown
+    assert hooks(record_log) == SHUTDOWN
     assert records(record_log)[0]["index"] == 1  # the highest index goes
-    assert states(records(record_log)[0]) == (DISK, GONE)
+    assert states(drain_record(record_log)) == (DISK, GONE)
+    assert pre_stop_env(record_log) == ["delete", "delete", "keep"]
 
     record_log.unlink()
     localbosh.run("-d", "rec", "delete-deployment")
-    assert hooks(record_log) == shutdown
-    assert states(records(record_log)[0]) == (DISK, GONE)
+    assert hooks(record_log) == SHUTDOWN
+    assert states(drain_record(record_log)) == (DISK, GONE)
+    assert pre_stop_env(record_log) == ["delete", "delete", "delete"]
 
 
 def test_negative_drain_is_reinvoked_with_job_check_status(
