@@ -204,12 +204,12 @@ class AgentClient:
         )
 
     def snapshot_member(
-        self, set_id: str, set_size: int, trigger: str, note: str = ""
+        self, set_id: str, set_size: int, trigger: str, note: str = "", thaw: bool = False
     ) -> dict[str, object]:
         return self.call(
             "POST",
             f"/sets/{set_id}/snapshot",
-            {"set_size": set_size, "trigger": trigger, "note": note},
+            {"set_size": set_size, "trigger": trigger, "note": note, "thaw": thaw},
         )
 
     def thaw(self, set_id: str) -> dict[str, object]:

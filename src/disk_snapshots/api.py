@@ -9,8 +9,9 @@ unknown paths are 404 and known paths with another method 405.
     POST /snapshots               {trigger, note} → 202 {id} of an operation
     GET  /operations/<id>         running | succeeded | failed, with the result
     POST /sets/<set_id>/quiesce   {lease_seconds, coordinator} → once flushed and frozen
-    POST /sets/<set_id>/snapshot  {set_size, trigger, note} → the snapshot id
-    POST /sets/<set_id>/thaw      {} → thawed, frozen seconds
+    POST /sets/<set_id>/snapshot  {set_size, trigger, note, thaw} → the snapshot id (and, with
+                                  thaw true, thawed right after it)
+    POST /sets/<set_id>/thaw      {} → thawed, frozen seconds (again if already thawed)
     POST /sets/<set_id>/state     {state: complete|incomplete, reason}
     POST /service/stop            {timeout} → once monit reports every service job stopped
     POST /service/start           {timeout} → once monit reports every service job running
@@ -367,12 +368,13 @@ def _quiesce(agent: Agent, match: re.Match[str], body: object) -> tuple[HTTPStat
 
 def _set_snapshot(agent: Agent, match: re.Match[str], body: object) -> tuple[HTTPStatus, object]:
     set_id = _set_id(match["set_id"])
-    reader, entries = _body_reader(body, ("set_size", "trigger", "note"))
+    reader, entries = _body_reader(body, ("set_size", "trigger", "note", "thaw"))
     size = reader.get("set_size").integer(minimum=1, maximum=1000)
     trigger = reader.get("trigger").string(pattern=_SET_TRIGGER, allow_empty=False)
     note = _text(entries, "note")
+    thaw = entries["thaw"].boolean() if "thaw" in entries else False
     _fail_if(reader)
-    return HTTPStatus.OK, agent.sets.snapshot(set_id, size, trigger, note)
+    return HTTPStatus.OK, agent.sets.snapshot(set_id, size, trigger, note, thaw)
 
 
 def _thaw(agent: Agent, match: re.Match[str], body: object) -> tuple[HTTPStatus, object]:

@@ -13,7 +13,8 @@ Leases, and who marks a set incomplete when something dies:
 - The holding thread also ends the freeze at the lease deadline when no thaw came (the
   coordinator died or lost the network). The member then marks its own snapshot, if
   it took one, ``incomplete``: nobody else is left to do it.
-- After a thaw the member waits ``DECISION_SECONDS`` for the coordinator's verdict; a
+- After a thaw the member waits for the coordinator's verdict (``decision_window``: the
+  other members' freezes end within a lease, and then the verdict is one call away); a
   coordinator that died between thaw and verdict leaves the member to mark itself
   ``incomplete`` too. A member that marked itself incomplete refuses a late
   ``complete`` (409), and the coordinator then marks the whole set incomplete.
@@ -71,8 +72,9 @@ log = logging.getLogger(__name__)
 # Set ids end up in URL paths, file names and tags: no "/", no leading dot.
 SET_ID = r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}"
 # How long a thawed member waits for the coordinator's verdict before it marks its
-# snapshot incomplete on its own.
-DECISION_SECONDS = 60.0
+# snapshot incomplete on its own, beyond the two leases (its own, the slowest member's)
+# the coordinator may still be inside of.
+DECISION_GRACE = 5.0
 # Longest a quiesce request waits for flush + watchdog + freeze.
 QUIESCE_WAIT = 70.0
 RECENT_SESSIONS = 20
@@ -119,6 +121,11 @@ def members_of(config: SnapshotterConfig) -> tuple[Member, ...]:
     spec = config.spec
     found.setdefault(spec.id, Member(spec.name, spec.index, spec.id, spec.address, config.api.port))
     return tuple(sorted(found.values(), key=lambda m: (m.name, m.index, m.id)))
+
+
+def decision_window(lease_seconds: int) -> float:
+    """Seconds a thawed member waits for the verdict before it marks itself incomplete."""
+    return 2 * lease_seconds + DECISION_GRACE
 
 
 def new_set_id(name: str, now: datetime, token: str) -> str:
@@ -169,7 +176,7 @@ class AgentApi(Protocol):
     def quiesce(self, set_id: str, lease_seconds: int, coordinator: str) -> dict[str, object]: ...
 
     def snapshot_member(
-        self, set_id: str, set_size: int, trigger: str, note: str = ""
+        self, set_id: str, set_size: int, trigger: str, note: str = "", thaw: bool = False
     ) -> dict[str, object]: ...
 
     def thaw(self, set_id: str) -> dict[str, object]: ...
@@ -228,19 +235,27 @@ def coordinate(
         except CALL_ERRORS as err:
             r.errors.append(f"quiesce failed: {_why(err)}")
 
+    def thawed(r: MemberResult, answer: dict[str, object]) -> None:
+        r.thawed = answer.get("thawed") is True
+        seconds = answer.get("frozen_seconds", 0.0)
+        r.frozen_seconds = float(seconds) if isinstance(seconds, int | float) else 0.0
+
     def snapshot(r: MemberResult) -> None:
+        # Every member is frozen now, so all freezes share this instant: each member's
+        # snapshot is its state at that instant whenever it is taken during its freeze,
+        # and it may thaw right after its own snapshot without waiting for the others.
         try:
-            answer = clients[r.member.id].snapshot_member(set_id, len(members), trigger, note)
+            answer = clients[r.member.id].snapshot_member(
+                set_id, len(members), trigger, note, thaw=True
+            )
             r.snapshot_id = str(answer.get("snapshot_id", ""))
+            thawed(r, answer)
         except CALL_ERRORS as err:
             r.errors.append(f"snapshot failed: {_why(err)}")
 
     def thaw(r: MemberResult) -> None:
         try:
-            answer = clients[r.member.id].thaw(set_id)
-            r.thawed = True
-            seconds = answer.get("frozen_seconds", 0.0)
-            r.frozen_seconds = float(seconds) if isinstance(seconds, int | float) else 0.0
+            thawed(r, clients[r.member.id].thaw(set_id))
         except CALL_ERRORS as err:
             # A member that refused the quiesce holds nothing to thaw; say nothing twice.
             if r.quiesced or isinstance(err, AgentUnreachable):
@@ -251,9 +266,9 @@ def coordinate(
         phase("quiesced", quiesce, results)
         phase("snapshotted", snapshot, [r for r in results if r.quiesced])
     finally:
-        # Every member, not just those that said "frozen": a quiesce that timed out on
-        # our side may still have frozen its disk.
-        phase("thawed", thaw, results)
+        # Every member not known to be thawed, not just those that said "frozen": a
+        # quiesce that timed out on our side may still have frozen its disk.
+        phase("thawed", thaw, [r for r in results if not r.thawed])
     state, reason = decide(results)
     state, reason = _mark(results, clients, set_id, state, reason)
     if on_phase is not None:
@@ -281,7 +296,7 @@ def _mark(
             else:
                 r.errors.append(f"marking {verdict} failed: {_why(err)}")
         except AgentUnreachable as err:
-            # The member marks itself incomplete when no verdict arrives (DECISION_SECONDS).
+            # The member marks itself incomplete when no verdict arrives (decision_window).
             r.errors.append(f"marking {verdict} failed: {err}")
 
     with ThreadPoolExecutor(max_workers=max(1, len(taken))) as pool:
@@ -417,7 +432,7 @@ class SetMember:
 
     snapshotter: Snapshotter
     metrics: Metrics
-    decision_seconds: float = DECISION_SECONDS
+    decision_seconds: float | None = None  # None: decision_window(lease)
     _sessions: dict[str, Session] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _closing: threading.Event = field(default_factory=threading.Event)
@@ -592,12 +607,17 @@ class SetMember:
                 "reported the set's outcome"
                 if self._closing.is_set()
                 else f"the coordinator {session.coordinator} did not report the set's "
-                f"outcome to {self._me()} within {self.decision_seconds:.0f}s of the thaw",
+                f"outcome to {self._me()} within {self._window(session):.0f}s of the thaw",
             )
         session.decided.set()
 
+    def _window(self, session: Session) -> float:
+        if self.decision_seconds is not None:
+            return self.decision_seconds
+        return decision_window(session.lease_seconds)
+
     def _wait_verdict(self, session: Session) -> bool:
-        deadline = time.monotonic() + self.decision_seconds
+        deadline = time.monotonic() + self._window(session)
         while time.monotonic() < deadline and not self._closing.is_set():
             if session.decided.wait(0.2):
                 return True
@@ -619,7 +639,16 @@ class SetMember:
             log.error("set %s: cannot mark %s incomplete: %s", session.set_id, snapshot.id, err)
         log.warning("set %s: marked %s incomplete: %s", session.set_id, snapshot.id, reason)
 
-    def snapshot(self, set_id: str, set_size: int, trigger: str, note: str) -> dict[str, object]:
+    def snapshot(
+        self, set_id: str, set_size: int, trigger: str, note: str, thaw: bool = False
+    ) -> dict[str, object]:
+        """This member's snapshot of the set; with ``thaw``, thawed right after it."""
+        answer = self._snapshot(set_id, set_size, trigger, note)
+        if thaw:
+            answer |= self.thaw(set_id)
+        return answer
+
+    def _snapshot(self, set_id: str, set_size: int, trigger: str, note: str) -> dict[str, object]:
         session = self._session(set_id)
         with session.lock:
             if session.state != "frozen":

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from apihelpers import MEMBERS
 from apihelpers import Vm
 
 from disk_snapshots.agent_client import AgentClient
@@ -22,6 +23,7 @@ from disk_snapshots.config import TlsConfig
 from disk_snapshots.daemon import Scheduler
 from disk_snapshots.errands import take_snapshot
 from disk_snapshots.metrics import Metrics
+from disk_snapshots.sets import decision_window
 from disk_snapshots.snapshotter import Snapshotter
 
 pytestmark = pytest.mark.root
@@ -79,49 +81,71 @@ from disk_snapshots.sets import run_set
 from disk_snapshots.snapshotter import Paths, Snapshotter
 
 def on_phase(name, set_id):
-    if name == "snapshotted":
-        print("frozen", set_id, flush=True)
+    if name == sys.argv[2]:
+        print(name, set_id, flush=True)
         time.sleep(3600)
 
 run_set(Snapshotter.load(Paths(root=Path(sys.argv[1]))), "manual", on_phase=on_phase)
 """
 
 
-def test_sigkill_of_the_coordinator_while_frozen(cluster: list[Vm]) -> None:
+def kill_coordinator_after(cluster: list[Vm], phase: str) -> tuple[str, float]:
+    """Run the real coordinator, SIGKILL it once ``phase`` is done: the set id and when."""
     coordinator = subprocess.Popen(
-        [sys.executable, "-c", COORDINATOR, str(cluster[0].paths.root)],
+        [sys.executable, "-c", COORDINATOR, str(cluster[0].paths.root), phase],
         stdout=subprocess.PIPE,
         text=True,
     )
     try:
         assert coordinator.stdout is not None
         line = coordinator.stdout.readline().split()
-        assert line[:1] == ["frozen"], line
-        set_id = line[1]
+        assert line[:1] == [phase], line
         os.kill(coordinator.pid, signal.SIGKILL)
-        killed = time.monotonic()
+        return line[1], time.monotonic()
     finally:
         coordinator.kill()
         coordinator.wait()
         if coordinator.stdout is not None:
             coordinator.stdout.close()
+
+
+def test_sigkill_of_the_coordinator_while_every_member_is_frozen(
+    cluster: list[Vm], tls: TlsConfig
+) -> None:
+    set_id, killed = kill_coordinator_after(cluster, "quiesced")
+    statuses = [AgentClient.connect(vm.spec.address, vm.port, tls).status() for vm in cluster]
+    assert [s["set"]["set_id"] for s in statuses] == [set_id] * 3  # type: ignore[index]
     for vm in cluster:
         writable_within(vm.store, LEASE + 5)
-    # The lease started before the snapshots; every disk is writable before it is over.
+    # The leases started before the kill: every disk is writable before one is over.
     assert time.monotonic() - killed < LEASE + 0.5
-    deadline = time.monotonic() + 5
+    # Nobody took a snapshot, so nothing can claim to be part of this set.
+    assert [s for s in catalog(cluster[0]) if s.annotations.set_id == set_id] == []
+    for vm in cluster:
+        status = AgentClient.connect(vm.spec.address, vm.port, tls).status()
+        assert status["set"] is None
+    assert "expired without a thaw" in (cluster[1].log.read_text())
+
+
+def test_sigkill_of_the_coordinator_before_its_verdict(cluster: list[Vm]) -> None:
+    set_id, killed = kill_coordinator_after(cluster, "snapshotted")
+    for vm in cluster:
+        assert writable_within(vm.store, 2) < 1  # each thawed right after its snapshot
+    window = decision_window(LEASE)
+    deadline = killed + window + 5
     while time.monotonic() < deadline:
-        states = {s.annotations.set_state for s in catalog(cluster[0])}
-        if states == {"incomplete"}:
+        if {s.annotations.set_state for s in catalog(cluster[0])} == {"incomplete"}:
             break
-        time.sleep(0.1)
+        time.sleep(0.2)
     snapshots = catalog(cluster[0])
     assert len(snapshots) == 3
     for s in snapshots:
         a = s.annotations
         assert (a.set_id, a.set_size, a.set_state) == (set_id, 3, "incomplete")
-        assert f"the lease of {LEASE}s on {a.instance} expired without a thaw" in a.set_reason
-        assert "redis-leader/0" in a.set_reason
+        assert a.set_reason == (
+            f"the coordinator redis-leader/0 ({MEMBERS[0].id}) did not report the set's "
+            f"outcome to {a.instance} within {window:.0f}s of the thaw"
+        )
 
 
 def test_a_member_with_its_service_down_makes_the_set_incomplete(

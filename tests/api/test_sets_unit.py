@@ -86,15 +86,15 @@ class FakeAgent:
         return {"frozen": True}
 
     def snapshot_member(
-        self, set_id: str, set_size: int, trigger: str, note: str = ""
+        self, set_id: str, set_size: int, trigger: str, note: str = "", thaw: bool = False
     ) -> dict[str, object]:
         self._step("snapshot")
-        assert trigger == "set:nightly" and set_size == 3
-        return {"snapshot_id": f"snap-{self.member.id}"}
+        assert trigger == "set:nightly" and set_size == 3 and thaw
+        return {"snapshot_id": f"snap-{self.member.id}"} | self.thaw(set_id, "+thaw")
 
-    def thaw(self, set_id: str) -> dict[str, object]:
-        self._step("thaw")
-        return {"frozen_seconds": 0.05}
+    def thaw(self, set_id: str, step: str = "thaw") -> dict[str, object]:
+        self._step(step)
+        return {"thawed": True, "frozen_seconds": 0.05}
 
     def set_state(self, set_id: str, state: str, reason: str = "") -> dict[str, object]:
         self.verdicts.append((state, reason))
@@ -119,7 +119,7 @@ def test_all_members_succeed() -> None:
     agents = {m.id: FakeAgent(m) for m in (A, B, C)}
     assert run(agents) == ("complete", "")
     for agent in agents.values():
-        assert agent.calls == ["quiesce", "snapshot", "thaw"]
+        assert agent.calls == ["quiesce", "snapshot", "+thaw"]
         assert agent.verdicts == [("complete", "")]
 
 
@@ -131,7 +131,7 @@ def test_a_member_whose_flush_fails_makes_the_set_incomplete_and_says_why() -> N
     state, reason = run(agents)
     assert state == "incomplete"
     assert reason == "redis-data/1: quiesce failed: flush failed: redis: connection refused"
-    assert agents["a"].calls == ["quiesce", "snapshot", "thaw"]
+    assert agents["a"].calls == ["quiesce", "snapshot", "+thaw"]
     assert agents["c"].calls == ["quiesce", "thaw"]  # thawed anyway: it may hold a freeze
     assert agents["a"].verdicts == [("incomplete", reason)]
     assert agents["c"].verdicts == []  # it took no snapshot to mark
@@ -140,12 +140,15 @@ def test_a_member_whose_flush_fails_makes_the_set_incomplete_and_says_why() -> N
 def test_thaw_runs_when_a_snapshot_fails_and_when_a_member_is_unreachable() -> None:
     agents = {m.id: FakeAgent(m) for m in (A, B, C)}
     agents["a"].fail["snapshot"] = AgentError("127.0.0.2:2453", 409, "snapshot failed: disk gone")
+    agents["b"].fail["+thaw"] = AgentUnreachable("127.0.0.3:2453: timed out")
     agents["b"].fail["thaw"] = AgentUnreachable("127.0.0.3:2453: timed out")
     state, reason = run(agents)
     assert state == "incomplete"
     assert "redis-leader/0: snapshot failed: snapshot failed: disk gone" in reason
     assert "redis-data/0: thaw failed: 127.0.0.3:2453: timed out" in reason
-    assert all(a.calls[-1] == "thaw" for a in agents.values())
+    assert agents["a"].calls == ["quiesce", "snapshot", "thaw"]  # its snapshot failed
+    assert agents["b"].calls == ["quiesce", "snapshot", "+thaw", "thaw"]  # tried twice
+    assert agents["c"].calls == ["quiesce", "snapshot", "+thaw"]
 
 
 def test_a_member_that_gave_up_turns_the_whole_set_incomplete() -> None:
