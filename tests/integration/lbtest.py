@@ -100,6 +100,8 @@ def recorder_manifest(
     name: str = "rec",
     errand_sleep: float = 0,
     errand_exit: int = 0,
+    peer: bool = False,
+    watch: str = "1000-15000",
     **recorder: Any,
 ) -> Path:
     manifest = {
@@ -114,8 +116,8 @@ def recorder_manifest(
         "update": {
             "canaries": 1,
             "max_in_flight": 1,
-            "canary_watch_time": "1000-15000",
-            "update_watch_time": "1000-15000",
+            "canary_watch_time": watch,
+            "update_watch_time": watch,
         },
         "instance_groups": [
             {
@@ -138,5 +140,16 @@ def recorder_manifest(
             }
         ],
     }
+    if peer:
+        jobs = manifest["instance_groups"][0]["jobs"]  # type: ignore[index]
+        jobs.append(
+            {
+                "name": "recorder-peer",
+                "release": "recorder",
+                "properties": {
+                    "recorder": {"log": str(log), "hook_sleep": recorder.get("hook_sleep", 0)}
+                },
+            }
+        )
     path.write_text(yaml.safe_dump(manifest))
     return path

@@ -238,3 +238,30 @@ def test_errand_exit_code_and_instance_filter(
     assert "Errand 'recorder-errand' completed with error (exit code 3)" in proc.stdout
     nope = localbosh.run("-d", "rec", "run-errand", "nope", check=False)
     assert "Errand 'nope' doesn't exist" in nope.stderr
+
+
+def test_colocated_jobs_hooks_run_in_parallel(
+    localbosh: LocalBosh, tmp_path: Path, record_log: Path
+) -> None:
+    m = recorder_manifest(tmp_path / "m.yml", record_log, instances=1, peer=True, hook_sleep=2)
+    localbosh.run("-d", "rec", "deploy", str(m))
+    pre = [r for r in records(record_log) if r["hook"] == "pre-start"]
+    assert sorted(r["job"] for r in pre) == ["recorder", "recorder-peer"]
+    # Each sleeps 2 s: they overlap only if the agent started both at once.
+    assert max(r["started"] for r in pre) < min(r["time"] for r in pre)
+    post = [r for r in records(record_log) if r["hook"] == "post-start"]
+    assert min(r["started"] for r in post) > max(r["time"] for r in pre)
+
+
+def test_instance_not_running_after_watch_time_fails_without_post_start(
+    localbosh: LocalBosh, tmp_path: Path, record_log: Path
+) -> None:
+    m = recorder_manifest(
+        tmp_path / "m.yml", record_log, instances=1, process_fails=True, watch="1000-3000"
+    )
+    proc = localbosh.run("-d", "rec", "deploy", str(m), check=False)
+    assert proc.returncode == 1
+    inst = localbosh.state("rec")["instances"][0]
+    assert f"'node/{inst['id']} (0)' is not running after update." in proc.stderr
+    assert "Review logs for failed jobs: recorder" in proc.stderr
+    assert "post-start" not in [h[0] for h in hooks(record_log)]
