@@ -393,7 +393,13 @@ def xfs_pool(base: Path) -> Iterator[Path]:
     try:
         yield mountpoint
     finally:
-        if subprocess.run(["umount", str(mountpoint)], check=False).returncode != 0:
+        # Detached loop devices let go of their images a moment later: retry, then lazily.
+        for _ in range(20):
+            umount = subprocess.run(["umount", str(mountpoint)], capture_output=True, check=False)
+            if umount.returncode == 0:
+                break
+            time.sleep(0.1)
+        else:
             subprocess.run(["umount", "-l", str(mountpoint)], check=False)
 
 
