@@ -136,3 +136,19 @@ def test_persistent_disk_resize_migrates_data_to_a_new_disk(
         "df -m --output=size /var/vcap/store | tail -1",
     ).stdout
     assert int(size) > 1500
+
+
+def test_full_manifest_with_snapshotter_colocated(localbosh: LocalBosh) -> None:
+    """redis-ha.yml as is: disk-snapshots' packages compiled (cached after the first
+    run) and laid out, the snapshotter daemon under monit next to Redis, its errands."""
+    localbosh.run("-d", "redis", "deploy", str(MANIFEST), timeout=3600)
+    table = localbosh.run("-d", "redis", "instances", "--ps").stdout
+    assert table.count("~ snapshotter") == 3 and table.count("~ redis") == 3
+    assert "failing" not in table
+    errand = localbosh.run(
+        "-d", "redis", "run-errand", "take-snapshot", "--instance", "redis-leader", check=False
+    )
+    assert errand.returncode == 0, errand.stdout + errand.stderr
+    assert "1 errand(s)" in errand.stdout
+    listing = localbosh.run("-d", "redis", "run-errand", "list-snapshots").stdout
+    assert "3 errand(s)" in listing and "manual" in listing
