@@ -164,7 +164,16 @@ def plan_retention(
 def policies_for(
     schedules: Iterable[tuple[str, Retention]], per_trigger: Mapping[str, Retention]
 ) -> dict[str, Retention]:
-    """The policy table plan_retention takes: each schedule's own, then the per-trigger ones."""
-    table = {f"schedule:{name}": policy for name, policy in schedules}
+    """The policy table plan_retention takes: each schedule's own, then the per-trigger ones.
+
+    A schedule's set snapshots (``set:<name>``) follow that schedule's retention, and
+    manual sets (``set:manual``, from the take-snapshot errand) follow ``manual``'s.
+    """
+    table: dict[str, Retention] = {}
+    for name, policy in schedules:
+        table[f"schedule:{name}"] = policy
+        table[f"set:{name}"] = policy
     table.update(per_trigger)
+    if "manual" in per_trigger:
+        table.setdefault("set:manual", per_trigger["manual"])
     return table

@@ -211,3 +211,12 @@ def test_pruning_again_deletes_nothing_more(
 
 def test_guard_keeps_ignores_failed_snapshots() -> None:
     assert guard_keeps([snap(0, 1, consistency="app", state="error")]) == {}
+
+
+def test_policy_table_covers_set_triggers() -> None:
+    from disk_snapshots.retention import policies_for
+
+    hourly, manual = Retention(keep_last=24), Retention(keep_last=20)
+    table = policies_for([("hourly", hourly)], {"manual": manual})
+    assert table["schedule:hourly"] is hourly and table["set:hourly"] is hourly
+    assert table["set:manual"] is manual
