@@ -39,14 +39,23 @@ def _request(url: str, method: str = "GET") -> bytes:
 
 
 @contextmanager
-def moto_server(env: Mapping[str, str] | None = None, log: Path | None = None) -> Iterator[str]:
-    """Start ``moto_server`` on a free loopback port; yields its URL; always stops it."""
+def moto_server(
+    env: Mapping[str, str] | None = None, log: Path | None = None, like_ec2: bool = False
+) -> Iterator[str]:
+    """Start ``moto_server`` on a free loopback port; yields its URL; always stops it.
+
+    ``like_ec2`` runs it through moto_like_ec2.py: indexed tags and real pages, for
+    benchmarks at scale.
+    """
+    program = (
+        [str(Path(__file__).with_name("moto_like_ec2.py"))] if like_ec2 else ["-m", "moto.server"]
+    )
     for _ in range(5):
         port = free_port()
         url = f"http://{HOST}:{port}"
         output = log.open("ab") if log else subprocess.DEVNULL
         proc = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", HOST, "-p", str(port)],
+            [sys.executable, *program, "-H", HOST, "-p", str(port)],
             stdout=output,
             stderr=subprocess.STDOUT,
             env={**os.environ, **QUIET_EC2, **(env or {})},
