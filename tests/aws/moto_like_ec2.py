@@ -83,5 +83,5 @@ def render(snapshots: list[Any], token: str) -> str:
 
 if __name__ == "__main__":
     TaggedEC2Resource.get_tags = get_tags  # type: ignore[method-assign]
-    ElasticBlockStore.describe_snapshots = describe_snapshots  # type: ignore[method-assign]
+    ElasticBlockStore.describe_snapshots = describe_snapshots  # type: ignore[method-assign,assignment]
     main()
