@@ -17,6 +17,7 @@ COLUMNS = (
     "Consistency",
     "Set",
     "Note",
+    "Backup",
 )
 
 
@@ -33,6 +34,7 @@ def row(snapshot: Snapshot) -> tuple[str, ...]:
         a.consistency if snapshot.state == "completed" else f"{a.consistency} ({snapshot.state})",
         set_text,
         a.note or "-",
+        f"{snapshot.backup_id} ({snapshot.backup_region})" if snapshot.backup_id else "-",
     )
 
 
@@ -54,6 +56,8 @@ def to_json(snapshots: Sequence[Snapshot]) -> str:
                 "id": s.id,
                 "state": s.state,
                 "size_bytes": s.size_bytes,
+                "backup_id": s.backup_id,
+                "backup_region": s.backup_region,
                 "annotations": {
                     k.removeprefix("disk-snapshots:"): v for k, v in s.annotations.to_tags().items()
                 },

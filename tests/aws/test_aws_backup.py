@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -17,6 +18,8 @@ from disk_snapshots.providers.aws_ebs import SOURCE_REGION_TAG
 from disk_snapshots.providers.aws_ebs import SOURCE_SNAPSHOT_TAG
 from disk_snapshots.providers.aws_ebs import AwsEbsProvider
 from disk_snapshots.providers.base import ProviderError
+from disk_snapshots.table import render_table
+from disk_snapshots.table import to_json
 
 
 def raw(client: Any, snapshot_id: str) -> dict[str, Any]:
@@ -137,3 +140,20 @@ def test_copies_with_damaged_tags_are_skipped_loudly(
     assert provider.list_backups() == []
     assert backup.backup_id in caplog.text
     assert provider.list()[0].backup_id == ""
+
+
+def test_the_table_has_a_backup_column(provider: AwsEbsProvider, world: World) -> None:
+    copied = provider.snapshot(world.disk, sample_annotations(minutes_ago=1))
+    alone = provider.snapshot(world.disk, sample_annotations())
+    backup = provider.copy_to_backup(copied.id)
+    listed = provider.list()
+
+    lines = render_table(listed).splitlines()
+    assert lines[0].split()[-1] == "Backup"
+    assert lines[1].startswith("redis-leader/0") and alone.id in lines[1]
+    assert lines[1].endswith("-")
+    assert lines[2].endswith(f"{backup.backup_id} ({BACKUP_REGION})")
+    records = {r["id"]: r for r in json.loads(to_json(listed))}
+    assert records[copied.id]["backup_id"] == backup.backup_id
+    assert records[copied.id]["backup_region"] == BACKUP_REGION
+    assert records[alone.id]["backup_id"] == ""
