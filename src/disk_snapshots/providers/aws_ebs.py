@@ -215,6 +215,8 @@ class AwsEbsProvider:
         self.devices: DeviceSeam = devices or LinuxDevices()
         self.metadata_endpoint = metadata_endpoint
         self.work_dir = work_dir
+        # Short on purpose: snapshot() runs inside the freeze (quiesce.freeze_timeout,
+        # 10 s by default), so a volume EBS keeps refusing is reported, not waited out.
         self.rate_limit_delays = tuple(rate_limit_delays)
         self.poll_interval = poll_interval
         self.volume_timeout = volume_timeout
