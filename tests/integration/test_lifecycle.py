@@ -265,3 +265,24 @@ def test_instance_not_running_after_watch_time_fails_without_post_start(
     assert f"'node/{inst['id']} (0)' is not running after update." in proc.stderr
     assert "Review logs for failed jobs: recorder" in proc.stderr
     assert "post-start" not in [h[0] for h in hooks(record_log)]
+
+
+def test_hard_stop_deletes_the_vm_and_start_recreates_it_with_the_same_disk(
+    localbosh: LocalBosh, tmp_path: Path, record_log: Path
+) -> None:
+    m = recorder_manifest(tmp_path / "m.yml", record_log, instances=1)
+    localbosh.run("-d", "rec", "deploy", str(m))
+    localbosh.run("-d", "rec", "ssh", "node/0", "-c", "echo kept > /var/vcap/store/marker")
+    disk = localbosh.state("rec")["instances"][0]["disk_cid"]
+    record_log.unlink()
+    localbosh.run("-d", "rec", "stop", "node/0", "--hard")
+    assert hooks(record_log) == SHUTDOWN
+    assert pre_stop_env(record_log) == ["delete", "keep", "keep"]
+    inst = localbosh.state("rec")["instances"][0]
+    assert not inst["vm"] and inst["disk_cid"] == disk
+
+    record_log.unlink()
+    localbosh.run("-d", "rec", "start", "node/0")
+    assert hooks(record_log) == START
+    out = localbosh.run("-d", "rec", "ssh", "node/0", "-c", "cat /var/vcap/store/marker").stdout
+    assert out == "kept\n"
