@@ -178,80 +178,87 @@ class Director:
                 f"Expected manifest to specify deployment name '{name}' but was "
                 f"'{manifest.get('name')}'"
             )
-        with deployment_lock(self.layout, name, f"create deployment {name}"), self._host():
+        with deployment_lock(self.layout, name, f"create deployment {name}"):
             dep = DeploymentState.load(self.layout, name)
             if dep is None:
                 dep = DeploymentState(
                     name=name, slot=free_slot(self.layout), monit_password=secrets.token_hex(16)
                 )
-            dep.manifest = {**manifest, "_manifest_dir": str(manifest_dir)}
-            try:
-                groups = self._groups(dep)
-            except (ManifestError, OSError) as exc:
-                raise DirectorError(str(exc)) from exc
-            _, create, delete = plan.scale(
-                [plan.Placement(i.group, i.index) for i in dep.instances],
-                {g.name: g.instances for g in groups},
-            )
-            by_name = {g.name: g for g in groups}
-            used = {i.address for i in dep.instances}
-            n = 0
-            for p in create:
-                while address(dep.slot, n) in used or address_in_use(address(dep.slot, n)):
-                    n += 1
-                used.add(address(dep.slot, n))
-                azs = by_name[p.group].azs
-                dep.instances.append(
-                    InstanceState(
-                        group=p.group,
-                        index=p.index,
-                        id=str(uuid.uuid4()),
-                        az=azs[p.index % len(azs)],
-                        address=address(dep.slot, n),
-                    )
-                )
-            doomed = [dep.find(p.group, p.index) for p in delete]
-            for g in groups:
-                members = sorted(
-                    (i for i in dep.instances if i.group == g.name and i not in doomed),
-                    key=lambda i: i.index,
-                )
-                for i in members:
-                    i.bootstrap = i is members[0]
-            dep.save(self.layout)
-            # Render before touching anything: a template error must not leave half a deploy.
-            remaining = [i for i in dep.instances if i not in doomed]
-            live = DeploymentState(dep.name, dep.slot, dep.manifest, remaining, dep.monit_password)
-            try:
-                desired = self._render(live, groups)
-            except Exception as exc:
-                raise DirectorError(f"Preparing deployment: {exc}") from exc
-            for inst in doomed:
-                if inst is None:
-                    continue
-                self.log(f"Deleting unneeded instances {inst.group}: {inst.name} ({inst.index})")
-                self._delete_instance(dep, inst, force=False)
-                dep.instances.remove(inst)
+                # Saved before the host pieces are ensured: a concurrent delete of the
+                # last other deployment must see this one and keep the pool.
                 dep.save(self.layout)
-            changed = False
-            order = plan.update_order(
-                [g.name for g in groups], [plan.Placement(i.group, i.index) for i in dep.instances]
+            with self._host():
+                self._deploy(dep, manifest, manifest_dir, recreate)
+
+    def _deploy(
+        self, dep: DeploymentState, manifest: dict[str, Any], manifest_dir: Path, recreate: bool
+    ) -> None:
+        dep.manifest = {**manifest, "_manifest_dir": str(manifest_dir)}
+        try:
+            groups = self._groups(dep)
+        except (ManifestError, OSError) as exc:
+            raise DirectorError(str(exc)) from exc
+        _, create, delete = plan.scale(
+            [plan.Placement(i.group, i.index) for i in dep.instances],
+            {g.name: g.instances for g in groups},
+        )
+        by_name = {g.name: g for g in groups}
+        used = {i.address for i in dep.instances}
+        n = 0
+        for p in create:
+            while address(dep.slot, n) in used or address_in_use(address(dep.slot, n)):
+                n += 1
+            used.add(address(dep.slot, n))
+            azs = by_name[p.group].azs
+            dep.instances.append(
+                InstanceState(
+                    group=p.group,
+                    index=p.index,
+                    id=str(uuid.uuid4()),
+                    az=azs[p.index % len(azs)],
+                    address=address(dep.slot, n),
+                )
             )
-            first_of_group: set[str] = set()
-            for p in order:
-                inst = dep.find(p.group, p.index)
-                if inst is None:
-                    raise DirectorError(f"instance {p.group}/{p.index} vanished from the state")
-                canary = p.group not in first_of_group
-                first_of_group.add(p.group)
-                jobs, applied = desired[inst.id]
-                if self._update_instance(
-                    dep, inst, by_name[p.group], jobs, applied, canary, recreate
-                ):
-                    changed = True
-            if changed:
-                self._post_deploy(dep)
-            self.log("Succeeded")
+        doomed = [dep.find(p.group, p.index) for p in delete]
+        for g in groups:
+            members = sorted(
+                (i for i in dep.instances if i.group == g.name and i not in doomed),
+                key=lambda i: i.index,
+            )
+            for i in members:
+                i.bootstrap = i is members[0]
+        dep.save(self.layout)
+        # Render before touching anything: a template error must not leave half a deploy.
+        remaining = [i for i in dep.instances if i not in doomed]
+        live = DeploymentState(dep.name, dep.slot, dep.manifest, remaining, dep.monit_password)
+        try:
+            desired = self._render(live, groups)
+        except Exception as exc:
+            raise DirectorError(f"Preparing deployment: {exc}") from exc
+        for inst in doomed:
+            if inst is None:
+                continue
+            self.log(f"Deleting unneeded instances {inst.group}: {inst.name} ({inst.index})")
+            self._delete_instance(dep, inst, force=False)
+            dep.instances.remove(inst)
+            dep.save(self.layout)
+        changed = False
+        order = plan.update_order(
+            [g.name for g in groups], [plan.Placement(i.group, i.index) for i in dep.instances]
+        )
+        first_of_group: set[str] = set()
+        for p in order:
+            inst = dep.find(p.group, p.index)
+            if inst is None:
+                raise DirectorError(f"instance {p.group}/{p.index} vanished from the state")
+            canary = p.group not in first_of_group
+            first_of_group.add(p.group)
+            jobs, applied = desired[inst.id]
+            if self._update_instance(dep, inst, by_name[p.group], jobs, applied, canary, recreate):
+                changed = True
+        if changed:
+            self._post_deploy(dep)
+        self.log("Succeeded")
 
     def _post_deploy(self, dep: DeploymentState) -> None:
         for inst in dep.instances:
@@ -282,8 +289,12 @@ class Director:
     ) -> bool:
         old = plan.AppliedSpec.from_json(inst.applied)
         change = plan.instance_change(inst.vm, old, applied, inst.disk_size, group.persistent_disk)
-        if change == "none" and not recreate:
+        # An instance whose last update failed midway is updated again, like the
+        # Director does for instances without update_completed.
+        if change == "none" and inst.update_completed and not recreate:
             return False
+        inst.update_completed = False
+        dep.save(self.layout)
         label = f"{inst.group}: {inst.name} ({inst.index})" + (" (canary)" if canary else "")
         started = time.monotonic()
         agent = self.agent(dep, inst)
@@ -309,6 +320,8 @@ class Director:
         self._apply(dep, inst, group, jobs, applied)
         if inst.state == "started":
             self._start_sequence(dep, inst, watch_time(dep.manifest, canary))
+        inst.update_completed = True
+        dep.save(self.layout)
         self.log(f"Updated instance {label} ({_duration(started)})")
         return True
 

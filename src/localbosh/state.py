@@ -91,6 +91,7 @@ class InstanceState:
     disk_cid: str | None = None
     disk_size: int = 0
     applied: dict[str, Any] | None = None
+    update_completed: bool = True
 
     @property
     def name(self) -> str:

@@ -286,3 +286,14 @@ def test_hard_stop_deletes_the_vm_and_start_recreates_it_with_the_same_disk(
     assert hooks(record_log) == START
     out = localbosh.run("-d", "rec", "ssh", "node/0", "-c", "cat /var/vcap/store/marker").stdout
     assert out == "kept\n"
+
+
+def test_an_instance_whose_update_failed_is_updated_again_on_the_next_deploy(
+    localbosh: LocalBosh, tmp_path: Path, record_log: Path
+) -> None:
+    m = recorder_manifest(tmp_path / "m.yml", record_log, instances=1, fail=["post-start"])
+    assert localbosh.run("-d", "rec", "deploy", str(m), check=False).returncode == 1
+    record_log.unlink()
+    # Same manifest: nothing changed, but the last update never completed.
+    assert localbosh.run("-d", "rec", "deploy", str(m), check=False).returncode == 1
+    assert hooks(record_log)[-1] == ("post-start",)
