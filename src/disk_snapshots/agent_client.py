@@ -229,3 +229,54 @@ class AgentClient:
         if status != 200:
             raise AgentError(self.where, status, data[:200].decode(errors="replace"))
         return data.decode()
+
+    # Restore (the errand's coordinator; disk_snapshots.restore).
+
+    def restore_journal(self) -> dict[str, object]:
+        return self.call("GET", "/restore/journal")
+
+    def restore_safety(
+        self,
+        restore_id: str,
+        snapshot_id: str,
+        action: str,
+        role: str,
+        instance: str,
+        plan: list[dict[str, str]],
+        replaces: str = "",
+        timeout: float = 600.0,
+    ) -> dict[str, object]:
+        """A clean pre-restore snapshot and the journal (planned); idempotent per restore."""
+        body: dict[str, object] = {
+            "restore_id": restore_id,
+            "snapshot_id": snapshot_id,
+            "action": action,
+            "role": role,
+            "instance": instance,
+            "plan": list(plan),
+        }
+        if replaces:
+            body["replaces"] = replaces
+        return self.call("POST", "/restore/safety", body, timeout=timeout)
+
+    def restore_copy(self, restore_id: str, snapshot_id: str, safety_snapshot_id: str) -> str:
+        """Start (or find the running) copy of a snapshot onto this disk; the operation id."""
+        answer = self.call(
+            "POST",
+            "/restore/copy",
+            {
+                "restore_id": restore_id,
+                "snapshot_id": snapshot_id,
+                "safety_snapshot_id": safety_snapshot_id,
+            },
+        )
+        return str(answer["id"])
+
+    def restore_imports(self, phase: str, timeout: float = 1800.0) -> dict[str, object]:
+        return self.call("POST", "/restore/imports", {"phase": phase}, timeout=timeout)
+
+    def restore_verify(self, timeout: float = 660.0) -> dict[str, object]:
+        return self.call("POST", "/restore/verify", {}, timeout=timeout)
+
+    def restore_finish(self, restore_id: str) -> dict[str, object]:
+        return self.call("POST", "/restore/finish", {"restore_id": restore_id})

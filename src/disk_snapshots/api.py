@@ -15,7 +15,23 @@ unknown paths are 404 and known paths with another method 405.
     POST /sets/<set_id>/state     {state: complete|incomplete, reason}
     POST /service/stop            {timeout} → once monit reports every service job stopped
     POST /service/start           {timeout} → once monit reports every service job running
+                                  (refused while a restore journal blocks start)
     GET  /metrics                 Prometheus text format
+
+Restore (DESIGN §8; the errand's coordinator drives these on every member):
+
+    GET  /restore/journal         this disk's restore journal, the last finished one, and
+                                  whether an import is pending
+    POST /restore/safety          {restore_id, snapshot_id, action, role, instance, plan,
+                                  replaces?} → a clean pre-restore snapshot (the service must
+                                  be stopped) and the journal, phase planned; the same again is
+                                  a no-op; an unfinished journal of another restore is only
+                                  replaced when named in ``replaces``
+    POST /restore/copy            {restore_id, snapshot_id, safety_snapshot_id} → 202 {id} of an
+                                  operation: materialize the snapshot, copy it onto this disk
+    POST /restore/imports         {phase: pre_start|post_start} → service.import commands run
+    POST /restore/verify          {} → the colocated restore job's restore.verify argv, run here
+    POST /restore/finish          {restore_id} → the journal closed (kept as restore-last.json)
 """
 
 from __future__ import annotations
@@ -44,17 +60,29 @@ from disk_snapshots import __version__
 from disk_snapshots.agent_client import server_context
 from disk_snapshots.annotations import SetState
 from disk_snapshots.catalog import Query
+from disk_snapshots.config import ConfigError
+from disk_snapshots.config import RestoreConfig
 from disk_snapshots.config import TlsConfig
+from disk_snapshots.config import load_config
 from disk_snapshots.hooks import SNAPSHOT_ERRORS
+from disk_snapshots.hooks import run_imports
 from disk_snapshots.metrics import Metrics
 from disk_snapshots.operations import Busy
 from disk_snapshots.operations import Operations
+from disk_snapshots.providers.base import ProviderError
+from disk_snapshots.providers.base import UnknownSnapshot
+from disk_snapshots.restore_copy import Journal
+from disk_snapshots.restore_copy import PlanEntry
+from disk_snapshots.restore_copy import RestoreCopyError
+from disk_snapshots.restore_copy import copy_tree
 from disk_snapshots.services import ServiceError
+from disk_snapshots.services import run_argv
 from disk_snapshots.sets import SET_ID
 from disk_snapshots.sets import MemberConflict
 from disk_snapshots.sets import MemberNotFound
 from disk_snapshots.sets import SetMember
 from disk_snapshots.snapshotter import Snapshotter
+from disk_snapshots.snapshotter import pending_import_marker
 from disk_snapshots.validate import Problems
 from disk_snapshots.validate import Reader
 
@@ -68,6 +96,11 @@ MONIT = Path("/var/vcap/bosh/bin/monit")
 _NAMED_TRIGGER = r"schedule:[a-z0-9][a-z0-9_-]{0,62}"
 _SET_TRIGGER = r"set:[a-z0-9][a-z0-9_-]{0,62}"
 _OPERATION_ID = r"op-[0-9a-f]{16}"
+RESTORE_ID = r"restore-[0-9]{8}T[0-9]{6}Z-[0-9a-f]{6}"
+_SNAPSHOT_ID = r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,255}"
+_PLAN_KEYS = ("instance", "id", "role", "action", "snapshot_id")
+# Imports and verify are operator commands; they get what pre-start gives its imports.
+RESTORE_COMMAND_SECONDS = 600
 
 
 class ApiError(Exception):
@@ -163,6 +196,9 @@ class Agent:
     monit: Monit = field(default_factory=MonitCli)
     operations: Operations = field(default_factory=Operations)
     service_lock: threading.Lock = field(default_factory=threading.Lock)
+    restore_lock: threading.Lock = field(default_factory=threading.Lock)
+    # restore id → the operation copying it, so a rerun of a killed errand finds the copy
+    restore_copies: dict[str, str] = field(default_factory=dict)
     sets: SetMember = field(init=False)
 
     def __post_init__(self) -> None:
@@ -264,6 +300,10 @@ class Agent:
         """monit stop/start every ``service.jobs`` process and wait for it, with a deadline."""
         jobs = self.snapshotter.config.service.jobs
         want = "not monitored" if action == "stop" else "running"
+        if action == "start":
+            journal = Journal.read(self.snapshotter.disk.mount)
+            if journal is not None and journal.blocks_start:
+                raise ApiError(HTTPStatus.CONFLICT, journal.refusal())
         if not self.service_lock.acquire(blocking=False):
             raise ApiError(HTTPStatus.CONFLICT, "another service stop/start is in progress")
         try:
@@ -288,6 +328,219 @@ class Agent:
                 raise ApiError(HTTPStatus.BAD_GATEWAY, str(err)) from None
         finally:
             self.service_lock.release()
+
+    # Restore (the errand's coordinator calls these in its order; each checks its own
+    # preconditions, because a rerun after a kill may call them in any state).
+
+    def _require_stopped(self) -> None:
+        jobs = self.snapshotter.config.service.jobs
+        try:
+            summary = self.monit.summary()
+        except MonitError as err:
+            raise ApiError(HTTPStatus.BAD_GATEWAY, str(err)) from None
+        running = {j: summary.get(j, "unknown to monit") for j in jobs}
+        running = {j: st for j, st in running.items() if st != "not monitored"}
+        if running:
+            detail = ", ".join(f"{j}: {st}" for j, st in sorted(running.items()))
+            raise ApiError(
+                HTTPStatus.CONFLICT,
+                f"the service must be stopped first (POST /service/stop); monit says {detail}",
+            )
+
+    def restore_journal(self) -> dict[str, object]:
+        store = self.snapshotter.disk.mount
+        journal, last = Journal.read(store), Journal.read_last(store)
+        copying = ""
+        if journal is not None:
+            copying = self.restore_copies.get(journal.restore_id, "")
+        return {
+            "journal": journal.to_json() if journal else None,
+            "last": last.to_json() if last else None,
+            "pending_import": pending_import_marker(store).exists(),
+            "copy_operation": copying,
+        }
+
+    def restore_safety(
+        self,
+        restore_id: str,
+        snapshot_id: str,
+        action: str,
+        role: str,
+        instance: str,
+        plan: list[PlanEntry],
+        replaces: str = "",
+    ) -> dict[str, object]:
+        store = self.snapshotter.disk.mount
+        with self.restore_lock:
+            existing = Journal.read(store)
+            if existing is not None and not (replaces and existing.restore_id == replaces):
+                if existing.restore_id == restore_id:
+                    return {
+                        "safety_snapshot_id": existing.safety_snapshot_id,
+                        "taken": False,
+                        "journal": existing.to_json(),
+                    }
+                raise ApiError(
+                    HTTPStatus.CONFLICT,
+                    f"restore {existing.restore_id} on this disk is unfinished "
+                    f"(phase {existing.phase}); rerun the errand to finish it, or name other "
+                    "snapshots in restore.snapshots to replace it",
+                )
+            self._require_stopped()
+            try:
+                safety = self.snapshotter.take_clean(
+                    "pre-restore", note=f"before {restore_id}"[:255]
+                )
+            except SNAPSHOT_ERRORS as err:
+                raise ApiError(
+                    HTTPStatus.BAD_GATEWAY, f"pre-restore safety snapshot failed: {err}"
+                ) from None
+            journal = Journal(
+                restore_id,
+                snapshot_id,
+                safety.id,
+                "planned",
+                action=action,
+                role=role,
+                instance=instance,
+                plan=plan,
+            )
+            if action == "resync":
+                # Nothing is copied onto this disk: it may start, and replicates once it does.
+                journal.write(store, "copied", "resync: the disk is kept and replicates")
+            else:
+                journal.write(store, "planned")
+            return {"safety_snapshot_id": safety.id, "taken": True, "journal": journal.to_json()}
+
+    def restore_copy(
+        self, restore_id: str, snapshot_id: str, safety_snapshot_id: str
+    ) -> dict[str, object]:
+        s = self.snapshotter
+        store = s.disk.mount
+        with self.restore_lock:
+            journal = Journal.read(store)
+            if journal is None or journal.restore_id != restore_id:
+                found = journal.restore_id if journal else "none"
+                raise ApiError(
+                    HTTPStatus.CONFLICT,
+                    f"no journal of {restore_id} on this disk (found: {found}); "
+                    "POST /restore/safety comes first",
+                )
+            if (journal.action, journal.snapshot_id, journal.safety_snapshot_id) != (
+                "copy",
+                snapshot_id,
+                safety_snapshot_id,
+            ):
+                raise ApiError(
+                    HTTPStatus.CONFLICT,
+                    f"the journal of {restore_id} says {journal.action} {journal.snapshot_id} "
+                    f"(safety {journal.safety_snapshot_id}), not copy {snapshot_id} "
+                    f"(safety {safety_snapshot_id})",
+                )
+            running = self.operations.get(self.restore_copies.get(restore_id, ""))
+            if running is not None and running.state == "running":
+                return running.to_json()
+            try:
+                snapshot = s.provider.get(snapshot_id)
+            except UnknownSnapshot as err:
+                raise ApiError(HTTPStatus.NOT_FOUND, str(err)) from None
+            except ProviderError as err:
+                raise ApiError(HTTPStatus.BAD_GATEWAY, str(err)) from None
+            if snapshot.annotations.deployment != s.config.spec.deployment:
+                raise ApiError(
+                    HTTPStatus.BAD_REQUEST,
+                    f"snapshot {snapshot_id} belongs to deployment "
+                    f"{snapshot.annotations.deployment}, not {s.config.spec.deployment}",
+                )
+            self._require_stopped()
+            already = journal.phase in ("copied", "started")
+
+            def work() -> dict[str, object]:
+                if already:
+                    return {"snapshot_id": snapshot_id, "copied": False, "phase": journal.phase}
+                started = time.monotonic()
+                try:
+                    with s.provider.materialize(snapshot_id, s.config.spec.az) as source:
+                        copy_tree(source, store, journal)
+                except ProviderError as err:
+                    journal.write(store, "failed", f"materializing {snapshot_id}: {err}")
+                    raise RestoreCopyError(
+                        f"materializing snapshot {snapshot_id} failed: {err}. The service "
+                        f"stays stopped; the safety snapshot {safety_snapshot_id} holds the "
+                        "data from before the restore."
+                    ) from None
+                marker = pending_import_marker(store)
+                marker.write_text(
+                    json.dumps({"reason": f"{restore_id} restored {snapshot_id}"}) + "\n"
+                )
+                return {
+                    "snapshot_id": snapshot_id,
+                    "copied": True,
+                    "seconds": round(time.monotonic() - started, 3),
+                    "phase": "copied",
+                }
+
+            try:
+                operation = self.operations.start(
+                    "restore-copy", work, errors=(RestoreCopyError, ProviderError, OSError)
+                )
+            except Busy as err:
+                raise ApiError(HTTPStatus.CONFLICT, str(err)) from None
+            self.restore_copies[restore_id] = operation.id
+            return operation.to_json()
+
+    def restore_imports(self, phase: str) -> dict[str, object]:
+        service = self.snapshotter.config.service
+        store = self.snapshotter.disk.mount
+        commands = service.import_pre_start if phase == "pre_start" else service.import_post_start
+        if phase == "pre_start":
+            # The same order as a BOSH start: files are imported before processes exist.
+            self._require_stopped()
+        try:
+            run_imports(commands, f"import.{phase}")
+        except (ServiceError, OSError) as err:
+            raise ApiError(HTTPStatus.BAD_GATEWAY, str(err)) from None
+        if phase == "post_start":
+            pending_import_marker(store).unlink(missing_ok=True)
+        return {"phase": phase, "commands": len(commands)}
+
+    def restore_verify(self) -> dict[str, object]:
+        path = self.snapshotter.paths.job_config("restore")
+        try:
+            config = load_config(path)
+        except ConfigError as err:
+            raise ApiError(
+                HTTPStatus.CONFLICT,
+                f"restore.verify cannot be read on this instance: {err.report(str(path))}",
+            ) from None
+        if not isinstance(config, RestoreConfig):
+            raise ApiError(HTTPStatus.CONFLICT, f"{path} is not the restore job's config")
+        if not config.verify:
+            return {"ran": False, "argv": [], "output": ""}
+        try:
+            output = run_argv(config.verify, "restore.verify", timeout=RESTORE_COMMAND_SECONDS)
+        except ServiceError as err:
+            raise ApiError(HTTPStatus.BAD_GATEWAY, str(err)) from None
+        return {"ran": True, "argv": list(config.verify), "output": output[-2000:]}
+
+    def restore_finish(self, restore_id: str) -> dict[str, object]:
+        store = self.snapshotter.disk.mount
+        with self.restore_lock:
+            journal = Journal.read(store)
+            if journal is None:
+                last = Journal.read_last(store)
+                if last is not None and last.restore_id == restore_id:
+                    return {"finished": False, "journal": last.to_json()}
+                raise ApiError(HTTPStatus.CONFLICT, f"no journal of {restore_id} on this disk")
+            if journal.restore_id != restore_id:
+                raise ApiError(
+                    HTTPStatus.CONFLICT,
+                    f"the journal on this disk is of {journal.restore_id}, not {restore_id}",
+                )
+            if journal.blocks_start:
+                raise ApiError(HTTPStatus.CONFLICT, journal.refusal())
+            journal.finish(store)
+            return {"finished": True, "journal": journal.to_json()}
 
 
 # ---------------------------------------------------------------------------------------
@@ -413,6 +666,65 @@ def _metrics(agent: Agent, match: re.Match[str], body: object) -> tuple[HTTPStat
     return HTTPStatus.OK, agent.metrics.render()
 
 
+def _restore_journal(agent: Agent, match: re.Match[str], body: object) -> tuple[HTTPStatus, object]:
+    return HTTPStatus.OK, agent.restore_journal()
+
+
+def _restore_safety(agent: Agent, match: re.Match[str], body: object) -> tuple[HTTPStatus, object]:
+    reader, entries = _body_reader(
+        body, ("restore_id", "snapshot_id", "action", "role", "instance", "plan", "replaces")
+    )
+    restore_id = reader.get("restore_id").string(pattern=RESTORE_ID, allow_empty=False)
+    replaces = ""
+    if "replaces" in entries:
+        replaces = entries["replaces"].string(pattern=RESTORE_ID)
+    action = reader.get("action").string(choices=("copy", "resync"))
+    snapshot_id = _text(entries, "snapshot_id")
+    if snapshot_id and not re.fullmatch(_SNAPSHOT_ID, snapshot_id):
+        entries["snapshot_id"].fail(f"{snapshot_id!r} is not a snapshot id")
+    if action == "copy" and not snapshot_id:
+        reader.get("snapshot_id").fail("required when action is copy")
+    role = reader.get("role").string(choices=("leader", "follower"))
+    instance = _text(entries, "instance", 128)
+    plan: list[PlanEntry] = []
+    for item in reader.get("plan").items():
+        entry = item.mapping(allowed=_PLAN_KEYS)
+        plan.append({key: _text(entry, key, 256) for key in entry})
+    _fail_if(reader)
+    return HTTPStatus.OK, agent.restore_safety(
+        restore_id, snapshot_id, action, role, instance, plan, replaces
+    )
+
+
+def _restore_copy(agent: Agent, match: re.Match[str], body: object) -> tuple[HTTPStatus, object]:
+    reader, _ = _body_reader(body, ("restore_id", "snapshot_id", "safety_snapshot_id"))
+    restore_id = reader.get("restore_id").string(pattern=RESTORE_ID, allow_empty=False)
+    snapshot_id = reader.get("snapshot_id").string(pattern=_SNAPSHOT_ID, allow_empty=False)
+    safety = reader.get("safety_snapshot_id").string(pattern=_SNAPSHOT_ID, allow_empty=False)
+    _fail_if(reader)
+    return HTTPStatus.ACCEPTED, agent.restore_copy(restore_id, snapshot_id, safety)
+
+
+def _restore_imports(agent: Agent, match: re.Match[str], body: object) -> tuple[HTTPStatus, object]:
+    reader, _ = _body_reader(body, ("phase",))
+    phase = reader.get("phase").string(choices=("pre_start", "post_start"))
+    _fail_if(reader)
+    return HTTPStatus.OK, agent.restore_imports(phase)
+
+
+def _restore_verify(agent: Agent, match: re.Match[str], body: object) -> tuple[HTTPStatus, object]:
+    reader, _ = _body_reader(body, ())
+    _fail_if(reader)
+    return HTTPStatus.OK, agent.restore_verify()
+
+
+def _restore_finish(agent: Agent, match: re.Match[str], body: object) -> tuple[HTTPStatus, object]:
+    reader, _ = _body_reader(body, ("restore_id",))
+    restore_id = reader.get("restore_id").string(pattern=RESTORE_ID, allow_empty=False)
+    _fail_if(reader)
+    return HTTPStatus.OK, agent.restore_finish(restore_id)
+
+
 ROUTES: tuple[tuple[re.Pattern[str], dict[str, Handler]], ...] = (
     (re.compile(r"/status"), {"GET": _status}),
     (re.compile(r"/snapshots"), {"POST": _post_snapshots}),
@@ -424,6 +736,12 @@ ROUTES: tuple[tuple[re.Pattern[str], dict[str, Handler]], ...] = (
     (re.compile(r"/service/stop"), {"POST": _service("stop")}),
     (re.compile(r"/service/start"), {"POST": _service("start")}),
     (re.compile(r"/metrics"), {"GET": _metrics}),
+    (re.compile(r"/restore/journal"), {"GET": _restore_journal}),
+    (re.compile(r"/restore/safety"), {"POST": _restore_safety}),
+    (re.compile(r"/restore/copy"), {"POST": _restore_copy}),
+    (re.compile(r"/restore/imports"), {"POST": _restore_imports}),
+    (re.compile(r"/restore/verify"), {"POST": _restore_verify}),
+    (re.compile(r"/restore/finish"), {"POST": _restore_finish}),
 )
 
 

@@ -1,0 +1,237 @@
+"""A three-instance redis-ha stand-in for restore tests: real loop disks, real snapshotter
+daemons serving the agent API on 127.0.0.2-4, real redis-server processes under a fake
+monit (tests/restore/fakemonit.py), replicating from redis-leader/0 as redis-ha.yml does."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from apihelpers import DAEMON
+from apihelpers import MEMBERS
+from apihelpers import MemberSpec
+from apihelpers import Vm
+from apihelpers import free_port
+from apihelpers import member_doc
+from apihelpers import sh
+from apihelpers import stop_daemon
+from apihelpers import write_vm
+
+from configdocs import spec_defaults
+from disk_snapshots import restore
+from disk_snapshots.agent_client import AgentClient
+from disk_snapshots.catalog import Snapshot
+from disk_snapshots.config import TlsConfig
+from disk_snapshots.resp import RedisClient
+from disk_snapshots.snapshotter import Snapshotter
+
+HERE = Path(__file__).resolve().parent
+LEADER, DATA0, DATA1 = MEMBERS
+
+
+@dataclass
+class Node:
+    vm: Vm
+    redis_port: int
+    tls: TlsConfig
+
+    @property
+    def label(self) -> str:
+        return self.vm.spec.label
+
+    @property
+    def monit_dir(self) -> Path:
+        return self.vm.paths.root / "monit"
+
+    def redis(self) -> RedisClient:
+        return RedisClient(host=self.vm.spec.address, port=self.redis_port, password="")
+
+    def agent(self) -> AgentClient:
+        return AgentClient.connect(self.vm.spec.address, self.vm.port, self.tls)
+
+    def monit(self, *args: str) -> str:
+        return subprocess.run(
+            [sys.executable, str(HERE / "fakemonit.py"), *args],
+            env={**os.environ, "FAKE_MONIT_DIR": str(self.monit_dir)},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+
+    def redis_state(self) -> str:
+        return "running" if " OK " in self.monit("summary", "-B") else "stopped"
+
+    def restore_config(self, **props: Any) -> None:
+        settings = spec_defaults("restore")["restore"] | props
+        path = self.vm.paths.job_config("restore")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"job": "restore", "properties": {"restore": settings}}))
+
+    def catalog(self) -> list[Snapshot]:
+        return Snapshotter.load(self.vm.paths).catalog()
+
+    def take(self, note: str = "") -> Snapshot:
+        client = self.agent()
+        result = client.wait_operation(client.take_snapshot(note=note), timeout=60)
+        assert result["state"] == "succeeded", result
+        snapshot_id = result["result"]["snapshot_id"]  # type: ignore[index]
+        return next(s for s in self.catalog() if s.id == snapshot_id)
+
+
+def wait_for(what: str, check: Any, timeout: float = 30.0) -> Any:
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while time.monotonic() < deadline:
+        try:
+            last = check()
+            if last:
+                return last
+        except Exception as err:  # the service may be starting: keep asking
+            last = err
+        time.sleep(0.1)
+    raise AssertionError(f"{what}: not within {timeout}s (last: {last!r})")
+
+
+def replicating(node: Node) -> bool:
+    return node.redis().info("replication").get("master_link_status") == "up"
+
+
+def tree_digest(store: Path) -> str:
+    """Names, modes, owners and contents of every file under a store."""
+    digest = hashlib.sha256()
+    for path in sorted(store.rglob("*")):
+        st = path.lstat()
+        digest.update(f"{path.relative_to(store)} {st.st_mode} {st.st_uid}\n".encode())
+        if path.is_file() and not path.is_symlink():
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def run_errand(node: Node) -> tuple[int, str]:
+    out = io.StringIO()
+    code = restore.run(node.vm.paths, out=out)
+    return code, out.getvalue()
+
+
+def _redis_conf(spec: MemberSpec, store: Path, port: int) -> str:
+    lines = [
+        f"bind {spec.address}",
+        f"port {port}",
+        f"dir {store}/redis",
+        "dbfilename dump.rdb",
+        "save 3600 1",
+        "appendonly no",
+        "protected-mode no",
+        "daemonize no",
+        'logfile ""',
+    ]
+    if spec.name != LEADER.name:
+        lines.append(f"replicaof {LEADER.address} {port}")
+    return "\n".join(lines) + "\n"
+
+
+def _start_daemon(vm: Vm, bindir: Path, monit_dir: Path) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "PATH": f"{bindir}:{os.environ['PATH']}", "FAKE_MONIT_DIR": str(monit_dir)}
+    with vm.log.open("ab") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-c", DAEMON, str(vm.paths.root)],
+            stdout=out,
+            stderr=out,
+            stdin=subprocess.DEVNULL,
+            env=env,
+        )
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"daemon of {vm.spec.label} exited: {vm.log.read_text()}")
+        if "agent API on" in vm.log.read_text():
+            return process
+        time.sleep(0.05)
+    stop_daemon(process)
+    raise RuntimeError(f"daemon of {vm.spec.label} did not serve: {vm.log.read_text()}")
+
+
+@contextmanager
+def redis_cluster(
+    pool: Path, tmp_path: Path, tls: TlsConfig, sizes: dict[str, str] | None = None
+) -> Iterator[list[Node]]:
+    """redis-leader/0, redis-data/0 and redis-data/1, each running and replicating."""
+    port, redis_port = free_port(), free_port()
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    monit = bindir / "monit"
+    monit.write_text(f"#!/bin/sh\nexec {sys.executable} {HERE / 'fakemonit.py'} \"$@\"\n")
+    monit.chmod(0o755)
+    nodes: list[Node] = []
+    devices: list[str] = []
+    images: list[Path] = []
+    try:
+        for spec in MEMBERS:
+            root = tmp_path / spec.label.replace("/", "-")
+            root.mkdir()
+            cid = f"disk-{tmp_path.name}-{spec.address.rsplit('.', 1)[1]}"[:60]
+            image = pool / f"{cid}.img"
+            images.append(image)
+            sh("truncate", "-s", (sizes or {}).get(spec.label, "256M"), str(image))
+            sh("mkfs.ext4", "-q", "-F", str(image))
+            store = root / "var/vcap/store"
+            store.mkdir(parents=True)
+            device = sh("losetup", "--find", "--show", str(image)).strip()
+            devices.append(device)
+            sh("mount", device, str(store))
+            (store / "redis").mkdir()
+            doc = member_doc(spec, MEMBERS, tls, port, root, pool)
+            doc["properties"]["service"].update(
+                {"profile": "redis", "redis": {"port": redis_port, "password": ""}}
+            )
+            for link in doc["links"].values():
+                link["properties"]["service"]["profile"] = "redis"
+            vm = Vm(spec, write_vm(root, doc, cid, image), port)
+            node = Node(vm, redis_port, tls)
+            node.monit_dir.mkdir()
+            conf = root / "redis.conf"
+            conf.write_text(_redis_conf(spec, store, redis_port))
+            (node.monit_dir / "services.json").write_text(
+                json.dumps({"redis": [shutil.which("redis-server"), str(conf)]})
+            )
+            node.restore_config()
+            nodes.append(node)
+        for node in nodes:
+            node.monit("start", "redis")
+        for node in nodes:
+            node.vm.process = _start_daemon(node.vm, bindir, node.monit_dir)
+        for node in nodes:
+            wait_for(f"{node.label} answers", lambda n=node: n.redis().call("PING") == "PONG")
+        for node in nodes[1:]:
+            wait_for(f"{node.label} replicates", lambda n=node: replicating(n))
+        yield nodes
+    finally:
+        for node in nodes:
+            if node.vm.process is not None:
+                stop_daemon(node.vm.process)
+        for node in nodes:
+            subprocess.run(
+                [sys.executable, str(HERE / "fakemonit.py"), "stop", "redis"],
+                env={**os.environ, "FAKE_MONIT_DIR": str(node.monit_dir)},
+                check=False,
+                capture_output=True,
+            )
+        for node in nodes:
+            subprocess.run(["fsfreeze", "-u", str(node.vm.store)], capture_output=True, check=False)
+            subprocess.run(["umount", str(node.vm.store)], check=False)
+        for device in devices:
+            subprocess.run(["losetup", "-d", device], check=False)
+        for image in images:
+            image.unlink(missing_ok=True)
+        shutil.rmtree(pool / "snapshots", ignore_errors=True)
