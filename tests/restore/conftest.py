@@ -13,12 +13,12 @@ import pytest
 # The cluster builder and certificates live with the agent API tests; reuse them.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "api"))
 
-from apihelpers import make_tls  # noqa: E402
-from apihelpers import xfs_pool  # noqa: E402
-from restorehelpers import Node  # noqa: E402
-from restorehelpers import redis_cluster  # noqa: E402
+from apihelpers import make_tls
+from apihelpers import xfs_pool
+from restorehelpers import Node
+from restorehelpers import redis_cluster
 
-from disk_snapshots.config import TlsConfig  # noqa: E402
+from disk_snapshots.config import TlsConfig
 
 
 @pytest.fixture(scope="session")

@@ -171,7 +171,7 @@ def redis_cluster(
     bindir = tmp_path / "bin"
     bindir.mkdir()
     monit = bindir / "monit"
-    monit.write_text(f"#!/bin/sh\nexec {sys.executable} {HERE / 'fakemonit.py'} \"$@\"\n")
+    monit.write_text(f'#!/bin/sh\nexec {sys.executable} {HERE / "fakemonit.py"} "$@"\n')
     monit.chmod(0o755)
     nodes: list[Node] = []
     devices: list[str] = []
