@@ -132,6 +132,8 @@ class DeploymentState:
 def address_in_use(addr: str, port: int = 2822) -> bool:
     """Whether something (another state dir's instance, say) already listens there."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        # Like monit's own bind: TIME_WAIT leftovers of a deleted instance do not count.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((addr, port))
         except OSError:
