@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import time
+from datetime import UTC
+from datetime import datetime
+
 import pytest
+from apihelpers import stop_daemon
 from restorehelpers import Node
 from restorehelpers import replicating
 from restorehelpers import run_errand
+from restorehelpers import tree_digest
 from restorehelpers import wait_for
 
+from disk_snapshots.errands import take_snapshot
 from disk_snapshots.restore_copy import Journal
 
 pytestmark = pytest.mark.root
@@ -74,3 +81,101 @@ def test_failover_then_restore_copies_the_promoted_members_snapshot_to_the_leade
         assert Journal.read(node.vm.store) is None
         last = Journal.read_last(node.vm.store)
         assert last is not None and last.phase == "done"
+
+
+def test_restore_to_a_set_gives_every_member_its_own_set_snapshot(cluster: list[Node]) -> None:
+    leader, data0, data1 = cluster
+    write(leader, "a", 40)
+    wait_for("replicated", lambda: len(keys(data1)) == 40 and len(keys(data0)) == 40)
+    assert take_snapshot(leader.vm.paths) == 0
+    set_ids = {s.annotations.set_id for s in leader.catalog()}
+    assert len(set_ids) == 1
+    set_id = set_ids.pop()
+    write(leader, "later", 10)
+    leader.restore_config(target=f"set:{set_id}", followers="restore")
+    code, out = run_errand(leader)
+    assert code == 0, out
+    assert out.count(": copy snap-") == 3
+    want = expected(("a", 40))
+    assert keys(leader) == want
+    for follower in (data0, data1):
+        wait_for(f"{follower.label} replicates", lambda f=follower: keys(f) == want)
+
+
+def test_restore_to_a_time_takes_the_newest_leader_snapshot_before_it(
+    cluster: list[Node],
+) -> None:
+    leader, _, data1 = cluster
+    write(leader, "a", 10)
+    first = leader.take()
+    time.sleep(1.1)
+    moment = datetime.now(UTC)
+    time.sleep(1.1)
+    write(leader, "b", 10)
+    leader.take()
+    leader.restore_config(target=f"time:{moment.isoformat()}")
+    code, out = run_errand(leader)
+    assert code == 0, out
+    assert f"(leader): copy {first.id}" in out
+    assert keys(leader) == expected(("a", 10))
+    wait_for("data/1 replicates", lambda: keys(data1) == expected(("a", 10)))
+
+
+def _untouched(cluster: list[Node]) -> tuple[list[str], list[str], list[str]]:
+    digests = [tree_digest(n.vm.store) for n in cluster]
+    snapshots = sorted(s.id for s in cluster[0].catalog())
+    states = [n.redis_state() for n in cluster]
+    return digests, snapshots, states
+
+
+def test_dry_run_touches_nothing(cluster: list[Node]) -> None:
+    leader = cluster[0]
+    write(leader, "a", 10)
+    leader.take()
+    before = _untouched(cluster)
+    leader.restore_config(dry_run=True)
+    code, out = run_errand(leader)
+    assert code == 0, out
+    assert "Restore plan for deployment redis" in out
+    assert "dry run: nothing was stopped, snapshotted or written" in out
+    assert _untouched(cluster) == before
+    assert before[2] == ["running"] * 3
+
+
+def test_a_snapshot_that_does_not_exist_fails_before_anything_is_stopped(
+    cluster: list[Node],
+) -> None:
+    leader = cluster[0]
+    write(leader, "a", 10)
+    leader.take()
+    before = _untouched(cluster)
+    leader.restore_config(snapshots={"redis-leader/0": "snap-00000000000000000"})
+    code, out = run_errand(leader)
+    assert code == 1, out
+    assert "snapshot snap-00000000000000000 does not exist" in out
+    assert "nothing was stopped" in out
+    assert _untouched(cluster) == before
+
+
+def test_no_eligible_leader_snapshot_fails_before_anything_is_stopped(
+    cluster: list[Node],
+) -> None:
+    leader, data0, _ = cluster
+    data0.take()  # a follower's snapshot is no leader data
+    before = _untouched(cluster)
+    code, out = run_errand(leader)
+    assert code == 1, out
+    assert "no eligible snapshot taken as leader" in out
+    assert "nothing was stopped" in out
+    assert _untouched(cluster) == before
+
+
+def test_an_unreachable_member_fails_before_anything_is_stopped(cluster: list[Node]) -> None:
+    leader, _, data1 = cluster
+    leader.take()
+    assert data1.vm.process is not None
+    stop_daemon(data1.vm.process)
+    code, out = run_errand(leader)
+    assert code == 1, out
+    assert "redis-data/1" in out and "nothing was stopped" in out
+    assert [n.redis_state() for n in cluster] == ["running"] * 3
