@@ -39,6 +39,9 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("-l", "--vars-file", action="append", default=[], type=Path)
     d.add_argument("--vars-store", type=Path)
     d.add_argument("--recreate", action="store_true")
+    d.add_argument(
+        "--skip-drain", action="store_true", help="skip drain and pre-stop scripts, as bosh does"
+    )
 
     i = sub.add_parser("instances", help="list instances with process state and addresses")
     i.add_argument("-p", "--ps", action="store_true", help="show processes")
@@ -118,7 +121,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 vars_files=list(args.vars_file),
             )
             print(f"Using deployment '{name}'")
-            director.deploy(name, manifest, args.manifest.resolve().parent, recreate=args.recreate)
+            director.deploy(
+                name,
+                manifest,
+                args.manifest.resolve().parent,
+                recreate=args.recreate,
+                skip_drain=args.skip_drain,
+            )
         elif args.verb == "instances":
             name = _need_deployment(args)
             rows = director.instances(name)

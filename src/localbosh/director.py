@@ -171,7 +171,12 @@ class Director:
     # -- deploy -----------------------------------------------------------------------
 
     def deploy(
-        self, name: str, manifest: dict[str, Any], manifest_dir: Path, recreate: bool = False
+        self,
+        name: str,
+        manifest: dict[str, Any],
+        manifest_dir: Path,
+        recreate: bool = False,
+        skip_drain: bool = False,
     ) -> None:
         if manifest.get("name") != name:
             raise DirectorError(
@@ -188,10 +193,15 @@ class Director:
                 # last other deployment must see this one and keep the pool.
                 dep.save(self.layout)
             with self._host():
-                self._deploy(dep, manifest, manifest_dir, recreate)
+                self._deploy(dep, manifest, manifest_dir, recreate, skip_drain)
 
     def _deploy(
-        self, dep: DeploymentState, manifest: dict[str, Any], manifest_dir: Path, recreate: bool
+        self,
+        dep: DeploymentState,
+        manifest: dict[str, Any],
+        manifest_dir: Path,
+        recreate: bool,
+        skip_drain: bool = False,
     ) -> None:
         dep.manifest = {**manifest, "_manifest_dir": str(manifest_dir)}
         try:
@@ -254,7 +264,9 @@ class Director:
             canary = p.group not in first_of_group
             first_of_group.add(p.group)
             jobs, applied = desired[inst.id]
-            if self._update_instance(dep, inst, by_name[p.group], jobs, applied, canary, recreate):
+            if self._update_instance(
+                dep, inst, by_name[p.group], jobs, applied, canary, recreate, skip_drain
+            ):
                 changed = True
         if changed:
             self._post_deploy(dep)
@@ -286,6 +298,7 @@ class Director:
         applied: plan.AppliedSpec,
         canary: bool,
         recreate: bool,
+        skip_drain: bool = False,
     ) -> bool:
         old = plan.AppliedSpec.from_json(inst.applied)
         change = plan.instance_change(inst.vm, old, applied, inst.disk_size, group.persistent_disk)
@@ -305,7 +318,9 @@ class Director:
         elif change == "disk-change" or recreate:
             if running:
                 intent: plan.Intent = "delete_vm" if recreate else "keep_vm"
-                self._stop_sequence(dep, inst, plan.SHUTDOWN_ARGS, group.persistent_disk, intent)
+                self._stop_sequence(
+                    dep, inst, plan.SHUTDOWN_ARGS, group.persistent_disk, intent, skip_drain
+                )
             if recreate:
                 self.log(f"Recreating instance {label}")
                 self._delete_vm(dep, inst)
@@ -315,7 +330,9 @@ class Director:
         else:
             if running:
                 args = plan.update_drain_args(old, applied)
-                self._stop_sequence(dep, inst, tuple(args), group.persistent_disk, "keep_vm")
+                self._stop_sequence(
+                    dep, inst, tuple(args), group.persistent_disk, "keep_vm", skip_drain
+                )
         self.log(f"Updating instance {label}")
         self._apply(dep, inst, group, jobs, applied)
         if inst.state == "started":
