@@ -2,18 +2,27 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
+import signal
+import subprocess
+import sys
 import time
+from collections.abc import Iterator
 from datetime import UTC
 from datetime import datetime
+from pathlib import Path
 
 import pytest
 from apihelpers import stop_daemon
 from restorehelpers import Node
+from restorehelpers import redis_cluster
 from restorehelpers import replicating
 from restorehelpers import run_errand
 from restorehelpers import tree_digest
 from restorehelpers import wait_for
 
+from disk_snapshots.config import TlsConfig
 from disk_snapshots.errands import take_snapshot
 from disk_snapshots.restore_copy import Journal
 
@@ -179,3 +188,92 @@ def test_an_unreachable_member_fails_before_anything_is_stopped(cluster: list[No
     assert code == 1, out
     assert "redis-data/1" in out and "nothing was stopped" in out
     assert [n.redis_state() for n in cluster] == ["running"] * 3
+
+
+ERRAND = (
+    "import sys; from pathlib import Path; from disk_snapshots import restore; "
+    "from disk_snapshots.snapshotter import Paths; "
+    "sys.exit(restore.run(Paths(root=Path(sys.argv[1]))))"
+)
+
+
+def test_sigkill_during_the_copy_then_rerun_completes(cluster: list[Node], tmp_path: Path) -> None:
+    leader, _, data1 = cluster
+    write(leader, "a", 20)
+    blob = leader.vm.store / "blob.bin"
+    blob.write_bytes(os.urandom(1024 * 1024) * 150)
+    want_blob = hashlib.sha256(blob.read_bytes()).hexdigest()
+    chosen = leader.take()
+    write(leader, "b", 20)
+    blob.unlink()
+    log = (tmp_path / "errand.log").open("wb")
+    with log:
+        errand = subprocess.Popen(
+            [sys.executable, "-c", ERRAND, str(leader.vm.paths.root)],
+            stdout=log,
+            stderr=log,
+            stdin=subprocess.DEVNULL,
+        )
+        try:
+
+            def copying() -> bool:
+                journal = Journal.read(leader.vm.store)
+                return journal is not None and journal.phase == "copying"
+
+            wait_for("the copy starts", copying, timeout=60)
+            errand.send_signal(signal.SIGKILL)
+        finally:
+            errand.wait()
+    # The agent finishes the copy it was asked for; the rerun must not need it to.
+    interrupted = Journal.read(leader.vm.store)
+    assert interrupted is not None and interrupted.phase in ("copying", "copied")
+    code, out = run_errand(leader)
+    assert code == 0, out
+    assert f"{interrupted.restore_id} did not finish" in out
+    assert "recorded by the earlier run" in out
+    assert keys(leader) == expected(("a", 20))
+    assert hashlib.sha256(blob.read_bytes()).hexdigest() == want_blob
+    assert f"copy {chosen.id}" in out
+    wait_for("data/1 replicates", lambda: keys(data1) == expected(("a", 20)))
+    assert len([s for s in leader.catalog() if s.annotations.trigger == "pre-restore"]) == 3
+
+
+@pytest.fixture
+def uneven_cluster(pool: Path, tmp_path: Path, tls: TlsConfig) -> Iterator[list[Node]]:
+    with redis_cluster(pool, tmp_path, tls, sizes={"redis-data/1": "640M"}) as nodes:
+        yield nodes
+
+
+def test_a_full_disk_leaves_the_service_stopped_and_names_the_safety_snapshot(
+    uneven_cluster: list[Node],
+) -> None:
+    leader, data0, data1 = uneven_cluster
+    write(leader, "a", 10)
+    wait_for("replicated", lambda: len(keys(data1)) == 10)
+    subprocess.run(
+        ["dd", "if=/dev/urandom", f"of={data1.vm.store}/blob.bin", "bs=1M", "count=320"],
+        check=True,
+        capture_output=True,
+    )
+    too_big = data1.take()
+    leader.restore_config(snapshots={"redis-leader/0": too_big.id})
+    code, out = run_errand(leader)
+    assert code == 1, out
+    assert "No space left on device" in out
+    safety = next(
+        s
+        for s in leader.catalog()
+        if s.annotations.trigger == "pre-restore" and s.annotations.instance == "redis-leader/0"
+    )
+    assert f"the safety snapshot {safety.id} holds the data from before the restore" in out
+    assert f"redis-leader/0: {safety.id}" in out  # the way back
+    assert "redis-leader/0 (127.0.0.2): service stopped" in out
+    assert "journal failed" in out
+    assert [n.redis_state() for n in uneven_cluster] == ["stopped"] * 3
+    # The way back: name the safety snapshots, and the failed restore is replaced.
+    leader.restore_config(snapshots={"redis-leader/0": safety.id})
+    code, out = run_errand(leader)
+    assert code == 0, out
+    assert "it is replaced by a new restore" in out
+    assert keys(leader) == expected(("a", 10))
+    wait_for("data/0 replicates", lambda: keys(data0) == expected(("a", 10)))
