@@ -218,6 +218,8 @@ class Runner:
     # An unfinished restore whose journals this one may replace (the operator named
     # other snapshots, typically the safety snapshots, to go back).
     replaces: str = ""
+    # A resumed restore may have half-copied disks: its services are never restarted blindly.
+    resumed: bool = False
 
     def say(self, line: str) -> None:
         print(line, file=self.out, flush=True)
@@ -440,7 +442,7 @@ class Runner:
 
     def report_failure(self, reason: str, plan: list[PlanEntry]) -> int:
         self.say(f"restore {self.restore_id or ''}: FAILED while {self.step}: {reason}".strip())
-        if self.stopped and not self.journaled:
+        if self.stopped and not self.journaled and not self.resumed:
             # Nothing was overwritten or journaled: give the service back as it was.
             self.say("  nothing was overwritten; starting the stopped services again")
             order = sorted(self.stopped, key=lambda i: self.member(i).name != _leader_id(plan))
@@ -577,6 +579,7 @@ def run(paths: Paths = VM_PATHS, out: TextIO = sys.stdout) -> int:
             if resume is not None:
                 plan = resume.plan
                 runner.restore_id = resume.restore_id
+                runner.resumed = True
                 runner.say(
                     f"restore: {resume.restore_id} did not finish (an earlier run stopped); "
                     "resuming it with the snapshots and safety snapshots its journals name:"
@@ -603,3 +606,5 @@ def run(paths: Paths = VM_PATHS, out: TextIO = sys.stdout) -> int:
             return runner.execute(plan, resume)
         except RestoreFailed as err:
             return runner.report_failure(str(err), plan)
+        except Exception as err:  # a bug: still say where every instance stands
+            return runner.report_failure(f"internal error: {err!r}", plan)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 # The cluster builder and certificates live with the agent API tests; reuse them.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "api"))
+sys.path.append(str(Path(__file__).resolve().parents[1] / "api"))
 
 from apihelpers import make_tls
 from apihelpers import xfs_pool

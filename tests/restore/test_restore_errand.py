@@ -277,3 +277,24 @@ def test_a_full_disk_leaves_the_service_stopped_and_names_the_safety_snapshot(
     assert "it is replaced by a new restore" in out
     assert keys(leader) == expected(("a", 10))
     wait_for("data/0 replicates", lambda: keys(data0) == expected(("a", 10)))
+
+
+def test_a_failed_verify_states_every_service_and_a_rerun_finishes(cluster: list[Node]) -> None:
+    leader, data0, _ = cluster
+    write(leader, "a", 10)
+    leader.take()
+    write(leader, "b", 10)
+    leader.restore_config(verify=["false"])
+    code, out = run_errand(leader)
+    assert code == 1, out
+    assert "FAILED while verifying the leader redis-leader/0" in out
+    assert "restore.verify: false exited 1" in out
+    assert "redis-leader/0 (127.0.0.2): service running" in out
+    assert "redis-data/0 (127.0.0.3): service stopped" in out
+    assert [n.redis_state() for n in cluster] == ["running", "stopped", "stopped"]
+    leader.restore_config(verify=["true"])
+    code, out = run_errand(leader)
+    assert code == 0, out
+    assert "resuming it" in out and "restore.verify passed" in out
+    assert keys(leader) == expected(("a", 10))
+    wait_for("data/0 replicates", lambda: keys(data0) == expected(("a", 10)))
