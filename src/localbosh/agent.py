@@ -31,6 +31,15 @@ from localbosh.monit import monitrc
 from localbosh.namespace import CommandError
 from localbosh.namespace import Namespace
 
+# A stemcell's monit is built with sysconfdir /var/vcap/bosh/etc, so a bare
+# `monit summary` (an operator's, or the snapshotter's) finds the agent's control
+# file; Debian's monit looks in /etc/monit instead. This wrapper does what the
+# stemcell's build does.
+MONIT_WRAPPER = """#!/bin/sh
+case " $* " in *" -c "*) exec /usr/bin/monit "$@" ;; esac
+exec /usr/bin/monit -c /var/vcap/bosh/etc/monitrc "$@"
+"""
+
 VCAP = "/var/vcap"
 # /var/vcap/data/sys/run is a 16m tmpfs on stemcells (env.bosh.run_dir.tmpfs_size).
 RUN_TMPFS_SIZE = "16m"
@@ -104,8 +113,9 @@ class Agent:
         if not (r / "sys").is_symlink():
             (r / "sys").symlink_to("data/sys")
         monit_bin = r / "bosh/bin/monit"
-        if not monit_bin.exists():
-            monit_bin.symlink_to("/usr/bin/monit")
+        monit_bin.unlink(missing_ok=True)
+        monit_bin.write_text(MONIT_WRAPPER)
+        monit_bin.chmod(0o755)
         rc = r / "bosh/etc/monitrc"
         rc.write_text(monitrc(self.ident.address, self.monit_password))
         rc.chmod(0o600)
