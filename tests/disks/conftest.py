@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,21 @@ from disk_snapshots.snapshotter import Paths
 
 def sh(*argv: str) -> str:
     return subprocess.run(argv, check=True, capture_output=True, text=True).stdout
+
+
+def unmount(target: Path) -> None:
+    """Unmount, waiting out writers a thaw just released; lazily as the last resort, since
+    a mount left behind breaks pytest's temp-dir cleanup in every later run."""
+    for _ in range(25):
+        if (
+            subprocess.run(["umount", str(target)], capture_output=True, check=False).returncode
+            == 0
+        ):
+            return
+        if not os.path.ismount(target):
+            return
+        time.sleep(0.2)
+    subprocess.run(["umount", "-l", str(target)], check=False)
 
 
 @pytest.fixture(scope="session")
@@ -38,10 +54,7 @@ def pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     try:
         yield mountpoint
     finally:
-        # A lazy unmount as the last resort: a busy pool must not outlive the session,
-        # or pytest's temp-dir cleanup trips over it in later runs.
-        if subprocess.run(["umount", str(mountpoint)], check=False).returncode != 0:
-            subprocess.run(["umount", "-l", str(mountpoint)], check=False)
+        unmount(mountpoint)
 
 
 @pytest.fixture
@@ -59,7 +72,7 @@ def disk(pool: Path, tmp_path: Path) -> Iterator[Disk]:
         yield Disk(cid=name, mount=store, hint={"path": str(image)})
     finally:
         subprocess.run(["fsfreeze", "-u", str(store)], capture_output=True, check=False)
-        subprocess.run(["umount", str(store)], check=False)
+        unmount(store)
         subprocess.run(["losetup", "-d", device], check=False)
         image.unlink(missing_ok=True)
         shutil.rmtree(pool / "snapshots", ignore_errors=True)
@@ -86,7 +99,7 @@ def vm(disk: Disk, tmp_path: Path) -> Iterator[tuple[Paths, dict[str, Any]]]:
     try:
         yield paths, doc
     finally:
-        subprocess.run(["umount", str(store)], check=False)
+        unmount(store)
 
 
 def write_config(paths: Paths, doc: dict[str, Any]) -> None:
