@@ -7,8 +7,9 @@ the materialized snapshot onto /var/vcap/store):
 - sparse: 2 GiB of data in four 1 GiB sparse files (1 MiB extents between 1 MiB holes).
 
 Each method starts from a freshly made target filesystem with cold caches and ends with
-a sync. ``restore-copy`` is disk_snapshots.restore_copy.copy_tree: empty the target, cp -a,
-then the rsync dry-run verification. The baseline is cp -a. Run as root through
+a sync; two rounds in opposite orders, the best of each counts. ``restore-copy`` is
+disk_snapshots.restore_copy.copy_tree: empty the target, cp -a, then the rsync dry-run
+verification. The baseline is cp -a. Run as root through
 scripts/bench-restore (or scripts/bench); prints
 ``bench: <name> <value> <unit> baseline=<value> ratio=<value>``. BENCH_RESTORE_MIB
 scales both data sets down for a quick look.
@@ -45,7 +46,8 @@ def ext4(base: Path, name: str, size: str) -> Iterator[tuple[Path, Path]]:
     image, mountpoint = base / f"{name}.img", base / name
     mountpoint.mkdir()
     sh("truncate", "-s", size, str(image))
-    sh("mkfs.ext4", "-q", "-F", str(image))
+    # Without lazy init no kernel thread zeroes inode tables in the background of a copy.
+    sh("mkfs.ext4", "-q", "-F", "-E", "lazy_itable_init=0,lazy_journal_init=0", str(image))
     sh("mount", "-o", "loop", str(image), str(mountpoint))
     try:
         yield image, mountpoint
@@ -126,9 +128,13 @@ def main() -> int:
             with ext4(base, "source", "6G") as (_, source):
                 build(source, total)
                 os.sync()
-                cp = measure(source, base, total, run_cp)
-                rsync = measure(source, base, total, run_rsync)
-                ours = measure(source, base, total, run_restore_copy)
+                methods = {"cp": run_cp, "rsync": run_rsync, "ours": run_restore_copy}
+                best = dict.fromkeys(methods, 0.0)
+                # Two rounds in opposite orders, best of each: no method always goes first.
+                for order in (list(methods), list(reversed(methods))):
+                    for key in order:
+                        best[key] = max(best[key], measure(source, base, total, methods[key]))
+                cp, rsync, ours = best["cp"], best["rsync"], best["ours"]
                 line(f"restore-copy-{name}", ours, cp)
                 line(f"rsync-aHAX-{name}", rsync, cp)
     return 0
