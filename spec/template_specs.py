@@ -60,7 +60,7 @@ def manifest_paths() -> list[Path]:
     """
     paths = []
     for path in sorted([*MANIFESTS_DIR.rglob("*.yml"), *MANIFESTS_DIR.rglob("*.yaml")]):
-        if OPS_DIR in path.parents:
+        if "operations" in path.relative_to(MANIFESTS_DIR).parts:
             continue
         doc = yaml.safe_load(path.read_text())
         if isinstance(doc, dict) and "instance_groups" in doc:
@@ -68,8 +68,14 @@ def manifest_paths() -> list[Path]:
     return paths
 
 
-def ops_paths() -> list[Path]:
-    return sorted([*OPS_DIR.glob("*.yml"), *OPS_DIR.glob("*.yaml")]) if OPS_DIR.is_dir() else []
+def ops_paths(manifest: Path | None = None) -> list[Path]:
+    """The ops files written for a manifest: those in the operations/ beside it
+    (manifests/operations for the Director examples, manifests/local/operations for
+    the local deployment)."""
+    ops_dir = manifest.parent / "operations" if manifest is not None else OPS_DIR
+    if not ops_dir.is_dir():
+        return []
+    return sorted([*ops_dir.glob("*.yml"), *ops_dir.glob("*.yaml")])
 
 
 @dataclass(frozen=True)
@@ -100,7 +106,7 @@ def cases() -> list[Case]:
     found = []
     for manifest in manifest_paths():
         found.append(Case(manifest))
-        found.extend(Case(manifest, ops) for ops in ops_paths())
+        found.extend(Case(manifest, ops) for ops in ops_paths(manifest))
     return found
 
 
