@@ -159,8 +159,9 @@ def _extract_package(tarball: Path, name: str, dest: Path) -> None:
             pkg.extractall(dest, filter="data")
 
 
-def _compile_one(tarball: Path, cache_dir: Path, name: str, version: str, key: str,
-                 deps: Mapping[str, Path]) -> None:
+def _compile_one(
+    tarball: Path, cache_dir: Path, name: str, version: str, key: str, deps: Mapping[str, Path]
+) -> None:
     tmp_root = cache_dir / ".tmp"
     tmp_root.mkdir(parents=True, exist_ok=True)
     logs = cache_dir / "logs"
@@ -175,15 +176,32 @@ def _compile_one(tarball: Path, cache_dir: Path, name: str, version: str, key: s
         _extract_package(tarball, name, compile_dir)
         dep_args = [str(x) for dep, path in sorted(deps.items()) for x in (dep, path)]
         proc = subprocess.run(
-            ["unshare", "--mount", "--propagation", "private", "--",
-             "bash", "-c", _NAMESPACE_SCRIPT, "localbosh-compile",
-             str(work), name, str(install), str(compile_dir), str(logfile), *dep_args],
+            [
+                "unshare",
+                "--mount",
+                "--propagation",
+                "private",
+                "--",
+                "bash",
+                "-c",
+                _NAMESPACE_SCRIPT,
+                "localbosh-compile",
+                str(work),
+                name,
+                str(install),
+                str(compile_dir),
+                str(logfile),
+                *dep_args,
+            ],
             env={"PATH": _PATH, "BOSH_PACKAGE_VERSION": version},
-            capture_output=True, text=True, check=False,
+            capture_output=True,
+            text=True,
+            check=False,
         )
         if proc.returncode != 0:
-            tail = logfile.read_text(errors="replace").splitlines()[-40:] \
-                if logfile.exists() else []
+            tail = (
+                logfile.read_text(errors="replace").splitlines()[-40:] if logfile.exists() else []
+            )
             raise CompileError(
                 f"compiling package '{name}' failed (exit {proc.returncode}); "
                 f"log: {logfile}\n" + proc.stderr + "\n".join(tail)
@@ -199,8 +217,9 @@ def _compile_one(tarball: Path, cache_dir: Path, name: str, version: str, key: s
         shutil.rmtree(work, ignore_errors=True)
 
 
-def compile_release(tarball: Path, cache_dir: Path, *,
-                    only: Iterable[str] | None = None) -> dict[str, CompiledPackage]:
+def compile_release(
+    tarball: Path, cache_dir: Path, *, only: Iterable[str] | None = None
+) -> dict[str, CompiledPackage]:
     """Compile (or take from the cache) the release's packages, dependencies first.
 
     only: compile just these packages and what they depend on.
@@ -241,11 +260,9 @@ def compile_release(tarball: Path, cache_dir: Path, *,
             _check_can_compile()
             log.info("package %s: compiling (%s)", name, key)
             print(f"compile: {name} ({key[:12]}) compiling...", flush=True)
-            _compile_one(tarball, cache_dir, name, version, key,
-                         {d: result[d].path for d in deps})
+            _compile_one(tarball, cache_dir, name, version, key, {d: result[d].path for d in deps})
         seconds = time.monotonic() - started
-        print(f"compile: {name} {'cached' if cached else 'compiled'} in {seconds:.1f}s",
-              flush=True)
+        print(f"compile: {name} {'cached' if cached else 'compiled'} in {seconds:.1f}s", flush=True)
         result[name] = CompiledPackage(name, version, fp, deps, key, path, cached, seconds)
     return result
 
@@ -269,8 +286,7 @@ def install_packages(packages: Iterable[CompiledPackage], root: Path) -> dict[st
             data.parent.mkdir(parents=True, exist_ok=True)
             partial = data.with_name(data.name + ".partial")
             shutil.rmtree(partial, ignore_errors=True)
-            subprocess.run(["cp", "-a", "--reflink=auto", str(pkg.path), str(partial)],
-                           check=True)
+            subprocess.run(["cp", "-a", "--reflink=auto", str(pkg.path), str(partial)], check=True)
             partial.rename(data)
         link = vcap / "packages" / pkg.name
         link.parent.mkdir(parents=True, exist_ok=True)
@@ -287,8 +303,10 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
     import sys
 
-    parser = argparse.ArgumentParser(prog="python -m localbosh.compile",
-                                     description="Compile a release's packages like the agent.")
+    parser = argparse.ArgumentParser(
+        prog="python -m localbosh.compile",
+        description="Compile a release's packages like the agent.",
+    )
     parser.add_argument("tarball", type=Path)
     parser.add_argument("--cache", type=Path, default=Path(".cache/compiled"))
     parser.add_argument("--only", action="append", help="package (repeatable)")
@@ -299,8 +317,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"compile: {exc}", file=sys.stderr)
         return 1
     for pkg in compiled.values():
-        print(f"  {pkg.name:16} {'cached' if pkg.cached else 'compiled':8} "
-              f"{pkg.seconds:7.1f}s  {pkg.path}")
+        print(
+            f"  {pkg.name:16} {'cached' if pkg.cached else 'compiled':8} "
+            f"{pkg.seconds:7.1f}s  {pkg.path}"
+        )
     return 0
 
 

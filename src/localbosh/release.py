@@ -55,8 +55,17 @@ Builder = Literal["auto", "bosh", "python"]
 # What a copy of the release dir for the CLI leaves out: our dev tooling state
 # and the CLI's own outputs (which would otherwise bump the dev version).
 _COPY_IGNORE = shutil.ignore_patterns(
-    ".venv", ".cache", "dev_releases", ".dev_builds", "__pycache__", "*.pyc",
-    ".mypy_cache", ".pytest_cache", ".ruff_cache", ".hypothesis", "*.egg-info",
+    ".venv",
+    ".cache",
+    "dev_releases",
+    ".dev_builds",
+    "__pycache__",
+    "*.pyc",
+    ".mypy_cache",
+    ".pytest_cache",
+    ".ruff_cache",
+    ".hypothesis",
+    "*.egg-info",
 )
 
 
@@ -164,7 +173,7 @@ def _glob_segment(seg: str) -> str:
             if end == -1:
                 out += re.escape(c)
             else:
-                body = seg[i + 1:end]
+                body = seg[i + 1 : end]
                 if body.startswith("!"):
                     body = "^" + body[1:]
                 out += f"[{body}]"
@@ -174,7 +183,7 @@ def _glob_segment(seg: str) -> str:
             if end == -1:
                 out += re.escape(c)
             else:
-                alts = seg[i + 1:end].split(",")
+                alts = seg[i + 1 : end].split(",")
                 out += "(?:" + "|".join(_glob_segment(a) for a in alts) + ")"
                 i = end
         else:
@@ -239,8 +248,9 @@ def listed_blobs(release_dir: Path) -> dict[str, dict[str, Any]]:
     return {str(k): dict(v or {}) for k, v in data.items()}
 
 
-def _read_package(pkg_dir: Path, src_dir: Path, blobs_dir: Path,
-                  blob_paths: set[str]) -> PackageSource:
+def _read_package(
+    pkg_dir: Path, src_dir: Path, blobs_dir: Path, blob_paths: set[str]
+) -> PackageSource:
     spec = _load_yaml(pkg_dir / "spec") or {}
     name = str(spec.get("name", ""))
     packaging = pkg_dir / "packaging"
@@ -269,10 +279,12 @@ def _read_package(pkg_dir: Path, src_dir: Path, blobs_dir: Path,
                 del files[rel]
     for special in ("packaging", "pre_packaging"):
         if special in files:
-            raise ReleaseError([
-                f"Expected special '{special}' file to not be included via 'files' key "
-                f"for package '{name}'"
-            ])
+            raise ReleaseError(
+                [
+                    f"Expected special '{special}' file to not be included via 'files' key "
+                    f"for package '{name}'"
+                ]
+            )
     all_files = (SourceFile(packaging, "packaging", exclude_mode=True), *files.values())
     deps = tuple(str(d) for d in spec.get("dependencies") or [])
     fp = fingerprint(all_files, deps, follow_symlinks=False)
@@ -295,8 +307,10 @@ def _read_job(job_dir: Path) -> JobSource:
     for src in spec.get("templates") or {}:
         path = job_dir / "templates" / str(src)
         if not path.exists():
-            errors.append(f"Collecting job files: Fingerprinting file '{path}': "
-                          f"lstat {path}: no such file or directory")
+            errors.append(
+                f"Collecting job files: Fingerprinting file '{path}': "
+                f"lstat {path}: no such file or directory"
+            )
         files.append(SourceFile(path, f"templates/{src}"))
     if errors:
         raise ReleaseError(errors)
@@ -316,14 +330,15 @@ def read_release_dir(release_dir: Path) -> ReleaseSources:
     blobs_dir = release_dir / "blobs"
     for path in sorted(set(_walk(blobs_dir)) - set(blob_index)):
         if not (blobs_dir / path).is_dir():
-            warnings.append(f"blobs/{path} is not in config/blobs.yml; bosh create-release "
-                            "would delete it (use scripts/update-blobs)")
+            warnings.append(
+                f"blobs/{path} is not in config/blobs.yml; bosh create-release "
+                "would delete it (use scripts/update-blobs)"
+            )
 
     packages: list[PackageSource] = []
     for pkg_dir in sorted(p for p in (release_dir / "packages").glob("*") if p.is_dir()):
         try:
-            packages.append(_read_package(pkg_dir, release_dir / "src", blobs_dir,
-                                          set(blob_index)))
+            packages.append(_read_package(pkg_dir, release_dir / "src", blobs_dir, set(blob_index)))
         except ReleaseError as exc:
             errors.extend(exc.errors)
     jobs: list[JobSource] = []
@@ -335,22 +350,30 @@ def read_release_dir(release_dir: Path) -> ReleaseSources:
 
     known = {p.name for p in packages}
     for pkg in packages:
-        errors.extend(f"Expected to find package '{d}' since it's a dependency of package "
-                      f"'{pkg.name}'" for d in pkg.dependencies if d not in known)
+        errors.extend(
+            f"Expected to find package '{d}' since it's a dependency of package '{pkg.name}'"
+            for d in pkg.dependencies
+            if d not in known
+        )
     for job in jobs:
-        errors.extend(f"Expected to find package '{d}' since it's a dependency of job "
-                      f"'{job.name}'" for d in job.packages if d not in known)
+        errors.extend(
+            f"Expected to find package '{d}' since it's a dependency of job '{job.name}'"
+            for d in job.packages
+            if d not in known
+        )
     if errors:
         raise ReleaseError(errors)
 
     license_files = tuple(
         SourceFile(p, p.name, exclude_mode=True, use_basename=True)
-        for pattern in ("LICENSE*", "NOTICE*") for p in sorted(release_dir.glob(pattern))
+        for pattern in ("LICENSE*", "NOTICE*")
+        for p in sorted(release_dir.glob(pattern))
     )
     lic = None
     if license_files:
-        lic = Resource("license", fingerprint(license_files, [], follow_symlinks=False),
-                       license_files, False)
+        lic = Resource(
+            "license", fingerprint(license_files, [], follow_symlinks=False), license_files, False
+        )
     return ReleaseSources(name, tuple(jobs), tuple(packages), lic, tuple(warnings))
 
 
@@ -369,9 +392,11 @@ def _tar_info(
 
 def _write_tgz(dest: Path, entries: list[tuple[str, Path | bytes | None, int]]) -> None:
     """entries: (name, file path | bytes | None for a directory, mode)."""
-    with dest.open("wb") as raw, \
-            gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=6) as gz, \
-            tarfile.open(fileobj=gz, mode="w", format=tarfile.GNU_FORMAT) as tar:
+    with (
+        dest.open("wb") as raw,
+        gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=6) as gz,
+        tarfile.open(fileobj=gz, mode="w", format=tarfile.GNU_FORMAT) as tar,
+    ):
         for name, content, mode in entries:
             if content is None:
                 tar.addfile(_tar_info(name, mode, kind=tarfile.DIRTYPE))
@@ -404,10 +429,18 @@ def _resource_entries(res: Resource) -> list[tuple[str, Path | bytes | None, int
 
 def _git_state(release_dir: Path) -> tuple[str, bool]:
     try:
-        head = subprocess.run(["git", "-C", str(release_dir), "rev-parse", "--short", "HEAD"],
-                              capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(release_dir), "status", "--short"],
-                               capture_output=True, text=True, check=True).stdout.strip()
+        head = subprocess.run(
+            ["git", "-C", str(release_dir), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(release_dir), "status", "--short"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "non-git", False
     return head, bool(dirty)
@@ -424,31 +457,45 @@ def _build_python(release_dir: Path, out_dir: Path, version: str) -> Path:
         (staging / "jobs").mkdir()
         (staging / "packages").mkdir()
         manifest: dict[str, Any] = {
-            "name": sources.name, "version": version,
-            "commit_hash": commit, "uncommitted_changes": dirty,
-            "jobs": [], "packages": [],
+            "name": sources.name,
+            "version": version,
+            "commit_hash": commit,
+            "uncommitted_changes": dirty,
+            "jobs": [],
+            "packages": [],
         }
         top: list[tuple[str, Path | bytes | None, int]] = []
         for job in sorted(sources.jobs, key=lambda j: j.name):
             archive = staging / "jobs" / f"{job.name}.tgz"
             _write_tgz(archive, _resource_entries(job))
-            manifest["jobs"].append({
-                "name": job.name, "version": job.fingerprint, "fingerprint": job.fingerprint,
-                "sha1": _digest_file(archive), "packages": list(job.packages),
-            })
+            manifest["jobs"].append(
+                {
+                    "name": job.name,
+                    "version": job.fingerprint,
+                    "fingerprint": job.fingerprint,
+                    "sha1": _digest_file(archive),
+                    "packages": list(job.packages),
+                }
+            )
         for pkg in sorted(sources.packages, key=lambda p: p.name):
             archive = staging / "packages" / f"{pkg.name}.tgz"
             _write_tgz(archive, _resource_entries(pkg))
-            manifest["packages"].append({
-                "name": pkg.name, "version": pkg.fingerprint, "fingerprint": pkg.fingerprint,
-                "sha1": _digest_file(archive), "dependencies": list(pkg.dependencies),
-            })
+            manifest["packages"].append(
+                {
+                    "name": pkg.name,
+                    "version": pkg.fingerprint,
+                    "fingerprint": pkg.fingerprint,
+                    "sha1": _digest_file(archive),
+                    "dependencies": list(pkg.dependencies),
+                }
+            )
         if sources.license is not None:
             archive = staging / "license.tgz"
             _write_tgz(archive, _resource_entries(sources.license))
             manifest["license"] = {
                 "version": sources.license.fingerprint,
-                "fingerprint": sources.license.fingerprint, "sha1": _digest_file(archive),
+                "fingerprint": sources.license.fingerprint,
+                "sha1": _digest_file(archive),
             }
             top += [("license.tgz", archive, 0o644)]
             top += [(f.path.name, f.path, 0o644) for f in sources.license.files]
@@ -456,8 +503,7 @@ def _build_python(release_dir: Path, out_dir: Path, version: str) -> Path:
         entries: list[tuple[str, Path | bytes | None, int]] = [("release.MF", release_mf, 0o644)]
         for kind in ("jobs", "packages"):
             entries.append((f"{kind}/", None, 0o755))
-            entries += [(f"{kind}/{p.name}", p, 0o644)
-                        for p in sorted((staging / kind).iterdir())]
+            entries += [(f"{kind}/{p.name}", p, 0o644) for p in sorted((staging / kind).iterdir())]
         entries += top
         tarball = out_dir / f"{sources.name}-{version}.tgz"
         _write_tgz(tarball, entries)
@@ -473,18 +519,33 @@ def _build_bosh(bosh: str, release_dir: Path, out_dir: Path, version: str) -> Pa
         shutil.copytree(release_dir, copy, symlinks=True, ignore=_COPY_IGNORE)
         home = Path(tmp) / "home"
         home.mkdir()
-        cmd = [bosh, "--sha2", "-n", "create-release", "--force", f"--dir={copy}",
-               f"--version={version}", f"--tarball={tarball}"]
-        proc = subprocess.run(cmd, env={**os.environ, "HOME": str(home)},
-                              capture_output=True, text=True, check=False)
+        cmd = [
+            bosh,
+            "--sha2",
+            "-n",
+            "create-release",
+            "--force",
+            f"--dir={copy}",
+            f"--version={version}",
+            f"--tarball={tarball}",
+        ]
+        proc = subprocess.run(
+            cmd, env={**os.environ, "HOME": str(home)}, capture_output=True, text=True, check=False
+        )
         if proc.returncode != 0:
-            raise ReleaseError([f"{' '.join(cmd)} failed ({proc.returncode}):",
-                                proc.stdout.strip(), proc.stderr.strip()])
+            raise ReleaseError(
+                [
+                    f"{' '.join(cmd)} failed ({proc.returncode}):",
+                    proc.stdout.strip(),
+                    proc.stderr.strip(),
+                ]
+            )
     return tarball
 
 
-def build_release(release_dir: Path, out_dir: Path, *, version: str = DEFAULT_VERSION,
-                  builder: Builder = "auto") -> Path:
+def build_release(
+    release_dir: Path, out_dir: Path, *, version: str = DEFAULT_VERSION, builder: Builder = "auto"
+) -> Path:
     """Build a dev release tarball of `release_dir` into `out_dir` and return its path.
 
     builder="auto" uses the bosh CLI when it is on PATH, else the Python builder.
@@ -522,8 +583,9 @@ def main(argv: list[str] | None = None) -> int:
     """`python -m localbosh.release [--dir DIR] [--out DIR] [--builder ...]`"""
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m localbosh.release",
-                                     description="Build a dev release tarball.")
+    parser = argparse.ArgumentParser(
+        prog="python -m localbosh.release", description="Build a dev release tarball."
+    )
     parser.add_argument("--dir", type=Path, default=Path.cwd(), help="release directory")
     parser.add_argument("--out", type=Path, default=Path("dev_releases"), help="output dir")
     parser.add_argument("--version", default=DEFAULT_VERSION)

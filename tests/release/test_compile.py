@@ -35,8 +35,9 @@ PACKAGES = ("python3", "python-deps", "disk-snapshots")
 
 
 def du(path: Path) -> str:
-    return subprocess.run(["du", "-sh", str(path)], capture_output=True, text=True,
-                          check=True).stdout.split()[0]
+    return subprocess.run(
+        ["du", "-sh", str(path)], capture_output=True, text=True, check=True
+    ).stdout.split()[0]
 
 
 @pytest.mark.slow
@@ -49,8 +50,10 @@ def test_release_compiles_offline_and_runs(release_blobs: Path, tmp_path: Path) 
     first_s = time.monotonic() - started
     assert list(first) == list(PACKAGES)  # dependencies first
     for pkg in first.values():
-        print(f"compiled {pkg.name}: {du(pkg.path)} in {pkg.seconds:.1f}s"
-              f"{' (cache)' if pkg.cached else ''}")
+        print(
+            f"compiled {pkg.name}: {du(pkg.path)} in {pkg.seconds:.1f}s"
+            f"{' (cache)' if pkg.cached else ''}"
+        )
 
     started = time.monotonic()
     second = compile_release(tarball, CACHE)
@@ -68,7 +71,8 @@ def test_release_compiles_offline_and_runs(release_blobs: Path, tmp_path: Path) 
     for name, pkg in second.items():
         assert links[name] == packages / name
         assert (packages / name).resolve() == (
-            root / "var" / "vcap" / "data" / "packages" / name / pkg.version).resolve()
+            root / "var" / "vcap" / "data" / "packages" / name / pkg.version
+        ).resolve()
 
     python = packages / "python3" / "bin" / "python3"
     env = {
@@ -76,10 +80,15 @@ def test_release_compiles_offline_and_runs(release_blobs: Path, tmp_path: Path) 
         "PYTHONNOUSERSITE": "1",
         # what the job shims set, relative to this simulated VM's root
         "PYTHONPATH": f"{packages}/disk-snapshots/site-packages:"
-                      f"{packages}/python-deps/site-packages",
+        f"{packages}/python-deps/site-packages",
     }
-    helped = subprocess.run([str(python), "-m", "disk_snapshots", "--help"], env=env,
-                            capture_output=True, text=True, check=False)
+    helped = subprocess.run(
+        [str(python), "-m", "disk_snapshots", "--help"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert helped.returncode == 0, helped.stderr
     assert "usage" in helped.stdout.lower()
 
@@ -95,8 +104,9 @@ assert sysconfig.get_config_var("prefix") == "/var/vcap/packages/python3"
 assert sys.version_info[:3] == (3, 13, 5), sys.version
 print(ssl.OPENSSL_VERSION, psutil.cpu_count(), markupsafe.escape("<ok>"))
 """
-    probed = subprocess.run([str(python), "-c", probe], env=env,
-                            capture_output=True, text=True, check=False)
+    probed = subprocess.run(
+        [str(python), "-c", probe], env=env, capture_output=True, text=True, check=False
+    )
     assert probed.returncode == 0, probed.stderr
     assert "&lt;ok&gt;" in probed.stdout
 
@@ -110,8 +120,9 @@ def make_release(base: Path, packages: dict[str, tuple[list[str], str]]) -> Path
     for name, (deps, script) in packages.items():
         pkg = base / "packages" / name
         pkg.mkdir(parents=True)
-        (pkg / "spec").write_text(yaml.safe_dump({"name": name, "dependencies": deps,
-                                                  "files": [f"{name}/**/*"]}))
+        (pkg / "spec").write_text(
+            yaml.safe_dump({"name": name, "dependencies": deps, "files": [f"{name}/**/*"]})
+        )
         (pkg / "packaging").write_text("set -euo pipefail\n" + script)
         (base / "src" / name).mkdir(parents=True)
         (base / "src" / name / "input.txt").write_text(f"{name} source\n")
@@ -127,13 +138,19 @@ pwd > "$BOSH_INSTALL_TARGET/cwd"
 
 
 def test_agent_contract(tmp_path: Path) -> None:
-    release = make_release(tmp_path / "rel", {
-        "base": ([], RECORD),
-        "middle": (["base"], RECORD + 'cat /var/vcap/packages/base/input.txt >> '
-                                      '"$BOSH_INSTALL_TARGET/input.txt"\n'),
-        "top": (["middle"], RECORD),
-        "lonely": ([], RECORD),
-    })
+    release = make_release(
+        tmp_path / "rel",
+        {
+            "base": ([], RECORD),
+            "middle": (
+                ["base"],
+                RECORD + "cat /var/vcap/packages/base/input.txt >> "
+                '"$BOSH_INSTALL_TARGET/input.txt"\n',
+            ),
+            "top": (["middle"], RECORD),
+            "lonely": ([], RECORD),
+        },
+    )
     tarball = build_release(release, tmp_path / "out", builder="python")
     cache = tmp_path / "cache"
     compiled = compile_release(tarball, cache)
@@ -150,8 +167,7 @@ def test_agent_contract(tmp_path: Path) -> None:
     assert (top.path / "visible").read_text().split() == ["middle", "top"]
     assert (compiled["middle"].path / "visible").read_text().split() == ["base", "middle"]
     assert (compiled["lonely"].path / "visible").read_text().split() == ["lonely"]
-    assert (compiled["middle"].path / "input.txt").read_text() == \
-        "middle source\nbase source\n"
+    assert (compiled["middle"].path / "input.txt").read_text() == "middle source\nbase source\n"
     # the host's /var/vcap was not touched
     assert not Path("/var/vcap/packages/top").exists()
 
@@ -161,10 +177,13 @@ def test_agent_contract(tmp_path: Path) -> None:
 
 
 def test_failed_compile_leaves_no_cache_entry(tmp_path: Path) -> None:
-    release = make_release(tmp_path / "rel", {
-        "good": ([], RECORD),
-        "bad": (["good"], 'echo "partial" > "$BOSH_INSTALL_TARGET/half"\nfalse\n'),
-    })
+    release = make_release(
+        tmp_path / "rel",
+        {
+            "good": ([], RECORD),
+            "bad": (["good"], 'echo "partial" > "$BOSH_INSTALL_TARGET/half"\nfalse\n'),
+        },
+    )
     tarball = build_release(release, tmp_path / "out", builder="python")
     cache = tmp_path / "cache"
     with pytest.raises(CompileError, match="compiling package 'bad' failed"):
@@ -177,12 +196,15 @@ def test_failed_compile_leaves_no_cache_entry(tmp_path: Path) -> None:
 
 def test_dependency_key_changes_with_dependencies(tmp_path: Path) -> None:
     spec = {"base": ([], RECORD), "top": (["base"], RECORD)}
-    one = compile_release(build_release(make_release(tmp_path / "a", spec), tmp_path / "o1",
-                                        builder="python"), tmp_path / "cache")
+    one = compile_release(
+        build_release(make_release(tmp_path / "a", spec), tmp_path / "o1", builder="python"),
+        tmp_path / "cache",
+    )
     changed = make_release(tmp_path / "b", spec)
     (changed / "src" / "base" / "input.txt").write_text("base v2\n")
-    two = compile_release(build_release(changed, tmp_path / "o2", builder="python"),
-                          tmp_path / "cache")
+    two = compile_release(
+        build_release(changed, tmp_path / "o2", builder="python"), tmp_path / "cache"
+    )
     assert two["top"].fingerprint == one["top"].fingerprint
     assert two["top"].key != one["top"].key  # recompiled against the new base
     assert not two["top"].cached
@@ -192,4 +214,3 @@ def test_topological_order_rejects_cycles() -> None:
     assert topological_order({"c": ["b"], "b": ["a"], "a": []}) == ["a", "b", "c"]
     with pytest.raises(CompileError, match="cycle: a -> b -> a"):
         topological_order({"a": ["b"], "b": ["a"]})
-

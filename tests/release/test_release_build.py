@@ -121,6 +121,7 @@ def test_manifest_lists_four_jobs_three_packages_and_the_graph(
 def test_archives_are_laid_out_like_the_cli(built: tuple[Path, Path]) -> None:
     tarball = built[1]
     with tarfile.open(tarball, "r:gz") as tar:
+
         def inner(name: str) -> dict[str, bytes | None]:
             f = tar.extractfile(name)
             assert f is not None
@@ -138,8 +139,9 @@ def test_archives_are_laid_out_like_the_cli(built: tuple[Path, Path]) -> None:
         assert "./disk_snapshots/__init__.py" in files
         assert "./disk_snapshots/cli.py" in files
         # dev tooling and byte code stay out of the release
-        assert not [n for n in files if "localbosh" in n or "__pycache__" in n
-                    or n.endswith(".pyc")]
+        assert not [
+            n for n in files if "localbosh" in n or "__pycache__" in n or n.endswith(".pyc")
+        ]
         assert all(n == "./packaging" or n.startswith("./disk_snapshots/") for n in files)
 
         py3 = inner("packages/python3.tgz")
@@ -173,7 +175,8 @@ def test_content_change_changes_only_that_package(release_dir: Path) -> None:
     after = fingerprints(release_dir)
     assert after["disk-snapshots"] != before["disk-snapshots"]
     assert {k: v for k, v in after.items() if k != "disk-snapshots"} == {
-        k: v for k, v in before.items() if k != "disk-snapshots"}
+        k: v for k, v in before.items() if k != "disk-snapshots"
+    }
 
 
 def test_mode_change_changes_the_fingerprint(release_dir: Path) -> None:
@@ -201,8 +204,11 @@ def test_missing_files_for_pattern_fails_with_the_cli_message(release_dir: Path)
     spec = yaml.safe_load(spec_path.read_text())
     spec["files"].append("disk_snapshots/no-such-dir/*.py")
     spec_path.write_text(yaml.safe_dump(spec))
-    with pytest.raises(ReleaseError, match=r"Missing files for pattern "
-                                           r"'disk_snapshots/no-such-dir/\*\.py'"):
+    with pytest.raises(
+        ReleaseError,
+        match=r"Missing files for pattern "
+        r"'disk_snapshots/no-such-dir/\*\.py'",
+    ):
         read_release_dir(release_dir)
 
 
@@ -230,17 +236,21 @@ def test_unknown_package_dependency_fails_with_the_cli_message(release_dir: Path
     with pytest.raises(ReleaseError) as err:
         read_release_dir(release_dir)
     # all problems at once, like the CLI
-    assert "Expected to find package 'ghost' since it's a dependency of job 'restore'" in \
-        err.value.errors
-    assert ("Expected to find package 'phantom' since it's a dependency of package "
-            "'python-deps'") in err.value.errors
+    assert (
+        "Expected to find package 'ghost' since it's a dependency of job 'restore'"
+        in err.value.errors
+    )
+    assert (
+        "Expected to find package 'phantom' since it's a dependency of package 'python-deps'"
+    ) in err.value.errors
 
 
 def test_job_dir_must_match_spec_name(release_dir: Path) -> None:
     spec_path = release_dir / "jobs" / "restore" / "spec"
     spec_path.write_text(spec_path.read_text().replace("name: restore", "name: restorer", 1))
-    with pytest.raises(ReleaseError,
-                       match="Job directory 'restore' does not match job name 'restorer'"):
+    with pytest.raises(
+        ReleaseError, match="Job directory 'restore' does not match job name 'restorer'"
+    ):
         read_release_dir(release_dir)
 
 
@@ -256,13 +266,20 @@ def test_fingerprint_algorithm_matches_bosh_cli(tmp_path: Path) -> None:
     def d(data: bytes) -> str:
         return "sha256:" + hashlib.sha256(data).hexdigest()
 
-    expected = hashlib.sha256((
-        "v2"
-        + "a.txt" + d(b"a\n") + "100644"
-        + "b.sh" + d(b"#!/bin/sh\n") + "100755"
-        + "packaging" + d(b"echo hi\n")
-        + "dep-a,dep-b"
-    ).encode()).hexdigest()
+    expected = hashlib.sha256(
+        (
+            "v2"
+            + "a.txt"
+            + d(b"a\n")
+            + "100644"
+            + "b.sh"
+            + d(b"#!/bin/sh\n")
+            + "100755"
+            + "packaging"
+            + d(b"echo hi\n")
+            + "dep-a,dep-b"
+        ).encode()
+    ).hexdigest()
     files = [
         SourceFile(tmp_path / "packaging", "packaging", exclude_mode=True),
         SourceFile(tmp_path / "b.sh", "b.sh"),
@@ -271,16 +288,19 @@ def test_fingerprint_algorithm_matches_bosh_cli(tmp_path: Path) -> None:
     assert fingerprint(files, ["dep-b", "dep-a"], follow_symlinks=False) == expected
 
 
-@pytest.mark.parametrize(("pattern", "path", "hit"), [
-    ("disk_snapshots/**/*", "disk_snapshots/cli.py", True),
-    ("disk_snapshots/**/*", "disk_snapshots/providers/base.py", True),
-    ("disk_snapshots/*", "disk_snapshots/providers/base.py", False),
-    ("disk_snapshots/**/__pycache__/*", "disk_snapshots/__pycache__/cli.cpython-313.pyc", True),
-    ("python-deps/*.whl", "python-deps/six-1.17.0-py2.py3-none-any.whl", True),
-    ("python3/python3.13_*.orig.tar.xz", "python3/python3.13_3.13.5.orig.tar.xz", True),
-    ("a/{x,y}.txt", "a/y.txt", True),
-    ("a/?.txt", "a/xy.txt", False),
-])
+@pytest.mark.parametrize(
+    ("pattern", "path", "hit"),
+    [
+        ("disk_snapshots/**/*", "disk_snapshots/cli.py", True),
+        ("disk_snapshots/**/*", "disk_snapshots/providers/base.py", True),
+        ("disk_snapshots/*", "disk_snapshots/providers/base.py", False),
+        ("disk_snapshots/**/__pycache__/*", "disk_snapshots/__pycache__/cli.cpython-313.pyc", True),
+        ("python-deps/*.whl", "python-deps/six-1.17.0-py2.py3-none-any.whl", True),
+        ("python3/python3.13_*.orig.tar.xz", "python3/python3.13_3.13.5.orig.tar.xz", True),
+        ("a/{x,y}.txt", "a/y.txt", True),
+        ("a/?.txt", "a/xy.txt", False),
+    ],
+)
 def test_files_globs(pattern: str, path: str, hit: bool) -> None:
     assert bool(glob_regex(pattern).match(path)) is hit
 
@@ -298,19 +318,24 @@ def test_blobs_yml_is_in_the_cli_format_and_every_blob_is_pinned_and_used() -> N
 
     specs = [yaml.safe_load(p.read_text()) for p in (REPO / "packages").glob("*/spec")]
     for path in listed:
-        users = [s["name"] for s in specs
-                 if any(glob_regex(g).match(path) for g in s.get("files") or [])]
+        users = [
+            s["name"] for s in specs if any(glob_regex(g).match(path) for g in s.get("files") or [])
+        ]
         assert users, f"blob {path} is listed in blobs.yml but no package uses it"
 
     lock_hashes = {
-        h for lock in ("requirements.txt", "build-requirements.txt")
-        for h in re.findall(r"--hash=sha256:([0-9a-f]{64})",
-                            (REPO / "src" / "python-deps" / lock).read_text())
+        h
+        for lock in ("requirements.txt", "build-requirements.txt")
+        for h in re.findall(
+            r"--hash=sha256:([0-9a-f]{64})", (REPO / "src" / "python-deps" / lock).read_text()
+        )
     }
-    deps_blobs = {e["sha"].removeprefix("sha256:") for p, e in listed.items()
-                  if p.startswith("python-deps/")}
-    assert deps_blobs == lock_hashes, "blobs.yml and the python-deps locks disagree: " \
-        "run scripts/update-blobs --record"
+    deps_blobs = {
+        e["sha"].removeprefix("sha256:") for p, e in listed.items() if p.startswith("python-deps/")
+    }
+    assert deps_blobs == lock_hashes, (
+        "blobs.yml and the python-deps locks disagree: run scripts/update-blobs --record"
+    )
     for path in listed:
         if path.startswith("python-deps/") and path.endswith(".whl"):
             assert path.endswith("-none-any.whl"), f"{path}: only pure-Python wheels"
@@ -346,20 +371,21 @@ for a in "$@"; do case "$a" in --tarball=*) : > "${{a#--tarball=}}";; esac; done
 
 
 @pytest.mark.bosh
-def test_bosh_cli_tarball_agrees_with_the_python_builder(
-    release_dir: Path, tmp_path: Path
-) -> None:
+def test_bosh_cli_tarball_agrees_with_the_python_builder(release_dir: Path, tmp_path: Path) -> None:
     if shutil.which("bosh") is None:
-        pytest.skip("bosh CLI not on PATH (the Go module proxy refuses "
-                    "github.com/cloudfoundry/* here); only the Python builder was checked")
+        pytest.skip(
+            "bosh CLI not on PATH (the Go module proxy refuses "
+            "github.com/cloudfoundry/* here); only the Python builder was checked"
+        )
     ours = read_release_manifest(build_release(release_dir, tmp_path / "py", builder="python"))
     theirs = read_release_manifest(build_release(release_dir, tmp_path / "cli", builder="bosh"))
 
     def summary(m: dict[str, Any]) -> dict[str, Any]:
         return {
             "jobs": {j["name"]: (j["fingerprint"], sorted(j["packages"])) for j in m["jobs"]},
-            "packages": {p["name"]: (p["fingerprint"], sorted(p["dependencies"]))
-                         for p in m["packages"]},
+            "packages": {
+                p["name"]: (p["fingerprint"], sorted(p["dependencies"])) for p in m["packages"]
+            },
         }
 
     assert summary(theirs) == summary(ours)
