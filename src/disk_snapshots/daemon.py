@@ -1,4 +1,4 @@
-"""The snapshotter daemon: runs the schedules (and, from issue #5, the agent API) under monit.
+"""The snapshotter daemon: runs the schedules and serves the agent API, under monit.
 
 It runs as root because snapshots need fsfreeze; monit starts it with ``daemon start``
 (which returns once the daemon runs and its pidfile names it) and stops it with

@@ -1,4 +1,4 @@
-"""The colocated errands: take-snapshot and list-snapshots (restore arrives with issue #6).
+"""The colocated errands take-snapshot and list-snapshots (restore is in restore.py).
 
 A colocated errand runs on every instance that has the job (reference §2.2). Work that
 belongs to the deployment as a whole is done by one coordinator, the bootstrap
