@@ -34,6 +34,7 @@ REQUIRED_VARS: dict[str, Any] = {"deployment_name": "redis"}
 OPS_VARS: dict[str, dict[str, Any]] = {
     "aws-ebs.yml": {"aws_region": "eu-west-1", "aws_backup_region": "eu-central-1"},
     "dev-release.yml": {"disk_snapshots_release_dir": "/home/operator/disk-snapshots"},
+    "restore-to.yml": {"restore_target": "time:2026-11-29T08:00:00Z"},
 }
 
 GROUPS = ("redis-leader", "redis-data")
