@@ -13,12 +13,14 @@ from localbosh.director import Director
 from localbosh.director import DirectorError
 from localbosh.director import ErrandResult
 from localbosh.manifest import InterpolationError
-from localbosh.manifest import interpolate
+from localbosh.manifest import interpolate_preferring_cli
 from localbosh.manifest import parse_var_kv
 from localbosh.namespace import CommandError
 from localbosh.state import Layout
 from localbosh.state import LockError
 from localbosh.state import home
+
+ENGINES = {"bosh": "the bosh CLI (bosh int)", "python": "localbosh.manifest (no bosh CLI on PATH)"}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -113,17 +115,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             # server: without --vars-store they live in the deployment's state dir.
             vars_store = args.vars_store or layout.deployment(name) / "vars-store.yml"
             vars_store.parent.mkdir(parents=True, exist_ok=True)
-            manifest = interpolate(
+            # The real `bosh int` when it is on PATH, so a manifest means here what it
+            # means to the bosh CLI; this package's interpolation otherwise.
+            interpolated = interpolate_preferring_cli(
                 args.manifest,
                 ops_files=list(args.ops_file),
                 variables=variables,
                 vars_store=vars_store,
                 vars_files=list(args.vars_file),
             )
+            print(f"Interpolated the manifest with {ENGINES[interpolated.engine]}")
             print(f"Using deployment '{name}'")
             director.deploy(
                 name,
-                manifest,
+                interpolated.manifest,
                 args.manifest.resolve().parent,
                 recreate=args.recreate,
                 skip_drain=args.skip_drain,
