@@ -24,8 +24,10 @@ class RedisClient:
     def call(self, *argv: str) -> str | int | list[object] | None:
         """Send one command on a fresh connection (AUTH first when a password is set)."""
         try:
-            with socket.create_connection((self.host, self.port), timeout=self.timeout) as conn:
-                reader = conn.makefile("rb")
+            with (
+                socket.create_connection((self.host, self.port), timeout=self.timeout) as conn,
+                conn.makefile("rb") as reader,
+            ):
                 if self.password:
                     conn.sendall(encode("AUTH", self.password))
                     read_reply(reader)

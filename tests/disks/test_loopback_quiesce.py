@@ -168,15 +168,17 @@ def test_expired_lease_deletes_the_snapshot(disk: Disk, tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def redis(disk: Disk, tmp_path: Path) -> Iterator[RedisClient]:
-    """Debian's redis-server with its data on the disk, like the fixture release's redis job."""
+def redis(disk: Disk, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[RedisClient]:
+    """Debian's redis-server with its data on the disk, like the fixture release's redis job.
+
+    Parametrize it indirectly with extra redis.conf lines (e.g. a renamed command).
+    """
     data = disk.mount / "redis"
     data.mkdir()
     port = 16379 + os.getpid() % 1000
     conf = tmp_path / "redis.conf"
-    conf.write_text(
-        f'port {port}\nbind 127.0.0.1\ndir {data}\nsave ""\nappendonly no\nrename-command SAVE ""\n'
-    )
+    extra = getattr(request, "param", "")
+    conf.write_text(f'port {port}\nbind 127.0.0.1\ndir {data}\nsave ""\nappendonly no\n{extra}\n')
     proc = subprocess.Popen(["redis-server", str(conf)], stdout=subprocess.DEVNULL)
     client = RedisClient(port=port)
     for _ in range(100):
@@ -214,12 +216,14 @@ def test_redis_key_written_before_the_snapshot_is_in_it(
     assert b"written-after" not in dump
 
 
+@pytest.mark.parametrize("redis", ['rename-command BGSAVE ""'], indirect=True)
 def test_redis_refusing_to_flush_aborts_or_is_recorded(
     disk: Disk, redis: RedisClient, tmp_path: Path
 ) -> None:
+    """A Redis whose BGSAVE is renamed away (as some operators do) refuses the flush."""
     provider = LoopbackProvider.for_disk("", disk)
-    refusing = RedisService(RedisClient(port=redis.port + 1, timeout=0.5))  # nothing listens there
-    with pytest.raises(QuiesceError, match="no snapshot taken: redis refused to flush"):
+    refusing = RedisService(redis)
+    with pytest.raises(QuiesceError, match="no snapshot taken: redis refused to flush") as caught:
         take_quiesced(
             disk=disk,
             provider=provider,
@@ -228,6 +232,7 @@ def test_redis_refusing_to_flush_aborts_or_is_recorded(
             annotate=annotator(disk),
             lease_dir=tmp_path / "leases",
         )
+    assert "unknown command" in str(caught.value) and "BGSAVE" in str(caught.value)
     assert provider.list() == []
     lenient = QuiesceConfig(freeze=True, freeze_timeout=5, on_failure="crash-consistent")
     taken = take_quiesced(
@@ -241,3 +246,18 @@ def test_redis_refusing_to_flush_aborts_or_is_recorded(
     assert taken.snapshot.annotations.consistency == "fs"
     assert any("flush failed" in w for w in taken.warnings)
     assert provider.list()[0].annotations.consistency != "app"
+
+
+def test_an_unreachable_redis_aborts_the_snapshot(disk: Disk, tmp_path: Path) -> None:
+    provider = LoopbackProvider.for_disk("", disk)
+    absent = RedisService(RedisClient(port=1, timeout=0.5))  # nothing listens there
+    with pytest.raises(QuiesceError, match="no snapshot taken: redis refused to flush"):
+        take_quiesced(
+            disk=disk,
+            provider=provider,
+            service=absent,
+            quiesce=FREEZE,
+            annotate=annotator(disk),
+            lease_dir=tmp_path / "leases",
+        )
+    assert provider.list() == []
