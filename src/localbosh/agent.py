@@ -146,7 +146,20 @@ class Agent:
         self.ns.destroy()
         shutil.rmtree(self.fs_root.parent, ignore_errors=True)
 
-    def write_settings(self, env: Mapping[str, object], disks: Mapping[str, Path]) -> None:
+    def write_settings(
+        self,
+        env: Mapping[str, object],
+        disks: Mapping[str, Path],
+        volume_ids: Mapping[str, str] | None = None,
+    ) -> None:
+        """settings.json as the agent keeps it. A disk's hint carries its image path and,
+        when the disk has an EBS volume (localbosh.ec2), that volume's id, as the AWS
+        CPI's hints do."""
+        hints: dict[str, dict[str, str]] = {}
+        for cid, path in disks.items():
+            hints[cid] = {"path": str(path)}
+            if volume_ids and cid in volume_ids:
+                hints[cid]["volume_id"] = volume_ids[cid]
         settings = {
             "agent_id": self.ident.id,
             "vm": {"name": f"vm-{self.ident.id}"},
@@ -162,7 +175,7 @@ class Agent:
             "disks": {
                 "system": "/dev/root",
                 "ephemeral": None,
-                "persistent": {cid: {"path": str(path)} for cid, path in disks.items()},
+                "persistent": hints,
             },
             "env": {"persistent_disk_fs": "ext4", **dict(env)},
             "blobstore": {"provider": "local", "options": {}},

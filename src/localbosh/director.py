@@ -39,6 +39,9 @@ from localbosh.deployment import render_instance
 from localbosh.deployment import resolve_links
 from localbosh.deployment import resolve_releases
 from localbosh.disks import Pool
+from localbosh.ec2 import Ec2Error
+from localbosh.ec2 import Ec2Settings
+from localbosh.ec2 import Volumes
 from localbosh.namespace import CommandError
 from localbosh.namespace import Namespace
 from localbosh.namespace import ensure_private_dir
@@ -84,6 +87,7 @@ class Director:
         self.layout = layout
         self.out = out or sys.stdout
         self.pool = Pool(layout)
+        self.volumes = Volumes(layout.root)
         self.started = time.monotonic()
         self._print_lock = threading.Lock()
 
@@ -135,7 +139,31 @@ class Director:
 
     def _settings(self, dep: DeploymentState, inst: InstanceState, env: Mapping[str, Any]) -> None:
         disks = {inst.disk_cid: self.pool.image(inst.disk_cid)} if inst.disk_cid else {}
-        self.agent(dep, inst).write_settings(env, disks)
+        volumes = {}
+        if inst.disk_cid:
+            volume_id = self._volume(dep, inst, inst.disk_cid)
+            if volume_id:
+                volumes[inst.disk_cid] = volume_id
+        self.agent(dep, inst).write_settings(env, disks, volumes)
+
+    def _volume(self, dep: DeploymentState, inst: InstanceState, cid: str) -> str | None:
+        """The disk's EBS volume (localbosh.ec2), created the first time a VM gets the disk."""
+        try:
+            settings = Ec2Settings.from_manifest(dep.manifest)
+            known = self.volumes.volume_id(cid)
+            if settings is None or known:
+                return known
+            volume_id = self.volumes.ensure(
+                settings,
+                cid,
+                inst.disk_size,
+                inst.az,
+                {"deployment": dep.name, "instance": f"{inst.group}/{inst.id}"},
+            )
+        except Ec2Error as exc:
+            raise DirectorError(f"{inst.name}: {exc}") from exc
+        self.log(f"Creating EBS volume {volume_id} in {settings.zone(inst.az)} for disk {cid}")
+        return volume_id
 
     # -- desired state ----------------------------------------------------------------
 
@@ -206,7 +234,8 @@ class Director:
         dep.manifest = {**manifest, "_manifest_dir": str(manifest_dir)}
         try:
             groups = self._groups(dep)
-        except (ManifestError, OSError) as exc:
+            Ec2Settings.from_manifest(dep.manifest)
+        except (ManifestError, OSError, Ec2Error) as exc:
             raise DirectorError(str(exc)) from exc
         _, create, delete = plan.scale(
             [plan.Placement(i.group, i.index) for i in dep.instances],
@@ -601,6 +630,13 @@ class Director:
         """`bosh clean-up --all`: delete orphaned disks."""
         with self._host():
             for orphan in _read_json(self.layout.orphans, []):
+                # The volume first: if EC2 fails, the orphan stays listed for a retry.
+                try:
+                    volume_id = self.volumes.delete(orphan["disk_cid"])
+                except Ec2Error as exc:
+                    raise DirectorError(str(exc)) from exc
+                if volume_id:
+                    self.log(f"Deleting EBS volume {volume_id} of disk {orphan['disk_cid']}")
                 self.pool.delete(orphan["disk_cid"])
                 self.log(f"Deleting orphaned disk {orphan['disk_cid']}")
             self.layout.orphans.unlink(missing_ok=True)
