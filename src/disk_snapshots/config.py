@@ -94,6 +94,7 @@ class PostgresSettings:
     port: int
     user: str
     database: str
+    password: str
 
 
 @dataclass(frozen=True)
@@ -380,6 +381,7 @@ def _service(service: Reader) -> ServiceConfig:
             port=postgres.get("port").integer(minimum=1, maximum=65535),
             user=postgres.get("user").string(allow_empty=False),
             database=postgres.get("database").string(allow_empty=False),
+            password=postgres.get("password").string(),
         ),
         command=commands,
         import_pre_start=tuple(c.argv() for c in imports.get("pre_start").items()),

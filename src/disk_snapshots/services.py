@@ -7,10 +7,14 @@ memory onto the disk before a snapshot, and how to undo that afterwards.
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import time
+from collections.abc import Mapping
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 from disk_snapshots.annotations import ROLES
@@ -38,11 +42,17 @@ class Service(Protocol):
     def resume(self) -> None: ...
 
 
-def run_argv(argv: Sequence[str], what: str, timeout: float = DEFAULT_TIMEOUT) -> str:
+def run_argv(
+    argv: Sequence[str],
+    what: str,
+    timeout: float = DEFAULT_TIMEOUT,
+    env: Mapping[str, str] | None = None,
+) -> str:
     """Run a configured command (an argv list, never a shell string) with a deadline."""
     try:
         proc = subprocess.run(
             list(argv),
+            env={**os.environ, **env} if env else None,
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -119,6 +129,75 @@ class RedisService:
         """Nothing to undo: BGSAVE never stopped Redis."""
 
 
+def find_psql() -> str:
+    """psql from the colocated PostgreSQL job's package, else from PATH.
+
+    BOSH jobs' PATH lacks /var/vcap/packages, and the postgres package's name carries
+    its version (postgres-15, postgres-16...), so it is looked for there first.
+    """
+    for candidate in sorted(Path("/var/vcap/packages").glob("postgres*/bin/psql"), reverse=True):
+        if os.access(candidate, os.X_OK):
+            return str(candidate)
+    found = shutil.which("psql")
+    if found is None:
+        raise ServiceError(
+            "psql not found in /var/vcap/packages/postgres*/bin or on PATH: the postgres "
+            "profile needs the PostgreSQL client of the colocated job"
+        )
+    return found
+
+
+@dataclass
+class PostgresService:
+    host: str
+    port: int
+    user: str
+    database: str
+    password: str = ""
+    timeout: float = DEFAULT_TIMEOUT
+    name: str = "postgres"
+
+    def _query(self, sql: str, what: str) -> str:
+        argv = [
+            find_psql(),
+            "--no-psqlrc",
+            "--tuples-only",
+            "--no-align",
+            "--set",
+            "ON_ERROR_STOP=1",
+            "--host",
+            self.host,
+            "--port",
+            str(self.port),
+            "--username",
+            self.user,
+            "--dbname",
+            self.database,
+            "--command",
+            sql,
+        ]
+        # The password goes in the environment, never in argv (visible in ps).
+        env = {"PGCONNECT_TIMEOUT": "10"}
+        if self.password:
+            env["PGPASSWORD"] = self.password
+        return run_argv(argv, what, self.timeout, env=env).strip()
+
+    def role(self) -> Role:
+        in_recovery = self._query("SELECT pg_is_in_recovery()", "postgres role probe")
+        if in_recovery == "t":
+            return "follower"
+        replicas = self._query("SELECT count(*) FROM pg_stat_replication", "postgres role probe")
+        return "leader" if replicas.isdigit() and int(replicas) > 0 else "standalone"
+
+    def flush(self) -> bool:
+        """CHECKPOINT: every dirty buffer on disk, so recovery from the snapshot replays little."""
+        self._query("CHECKPOINT", "postgres flush (CHECKPOINT)")
+        return True
+
+    def resume(self) -> None:
+        """Nothing to undo: CHECKPOINT does not pause PostgreSQL."""
+
+
 @dataclass
 class CommandService:
     role_argv: tuple[str, ...]
@@ -165,6 +244,9 @@ def make_service(config: ServiceConfig, address: str = "127.0.0.1") -> Service:
     if config.profile == "redis":
         client = RedisClient(host=address, port=config.redis.port, password=config.redis.password)
         return RedisService(client)
+    if config.profile == "postgres":
+        pg = config.postgres
+        return PostgresService(address, pg.port, pg.user, pg.database, pg.password)
     if config.profile == "command":
         c = config.command
         return CommandService(c.role, c.flush, c.resume)
