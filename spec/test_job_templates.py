@@ -35,6 +35,9 @@ OPERATOR_VARS = {
     "aws_backup_region": "eu-central-1",
     "disk_snapshots_release_dir": "/tmp/disk-snapshots",
     "restore_target": "time:2026-11-29T08:00:00Z",
+    # manifests/local/operations/aws-ebs.yml: the moto server a test starts
+    "aws_endpoint": "http://127.0.0.1:5000",
+    "aws_instance_id": "i-0123456789abcdef0",
 }
 
 
