@@ -42,7 +42,6 @@ import logging
 import re
 import socket
 import ssl
-import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -134,25 +133,7 @@ class MonitCli:
 
     def _run(self, *args: str) -> str:
         binary = str(self.binary) if self.binary.exists() else "monit"
-        try:
-            proc = subprocess.run(
-                [binary, *args],
-                capture_output=True,
-                text=True,
-                timeout=self.timeout,
-                check=False,
-                stdin=subprocess.DEVNULL,
-            )
-        except FileNotFoundError:
-            raise MonitError(f"monit is not installed ({self.binary} does not exist)") from None
-        except subprocess.TimeoutExpired:
-            raise MonitError(
-                f"monit {' '.join(args)} did not answer within {self.timeout:.0f}s"
-            ) from None
-        if proc.returncode != 0:
-            detail = (proc.stderr or proc.stdout).strip()[-300:]
-            raise MonitError(f"monit {' '.join(args)} exited {proc.returncode}: {detail}")
-        return proc.stdout
+        return run_argv([binary, *args], "monit", self.timeout, error=MonitError)
 
     def summary(self) -> dict[str, str]:
         return parse_summary(self._run("summary", "-B"))

@@ -9,6 +9,7 @@ the others say who that is and exit 0.
 from __future__ import annotations
 
 import logging
+from typing import TypeVar
 
 from disk_snapshots.config import ConfigError
 from disk_snapshots.config import ListSnapshotsConfig
@@ -25,6 +26,7 @@ from disk_snapshots.table import render_table
 from disk_snapshots.table import to_json
 
 log = logging.getLogger("disk_snapshots.errands")
+T = TypeVar("T")
 
 
 def coordinator(config: SnapshotterConfig) -> tuple[bool, str]:
@@ -40,23 +42,28 @@ def coordinator(config: SnapshotterConfig) -> tuple[bool, str]:
     return chosen.id == spec.id, f"{chosen.name}/{chosen.index} ({chosen.id})"
 
 
-def _load(job: str, paths: Paths) -> tuple[object, Snapshotter]:
-    errand_config = load_config(paths.job_config(job))
-    return errand_config, Snapshotter.load(paths)
+def _load(job: str, kind: type[T], paths: Paths) -> tuple[T, Snapshotter] | None:
+    """The errand's own config and this instance's snapshotter; None (said why) when unusable."""
+    try:
+        config = load_config(paths.job_config(job))
+        snapshotter = Snapshotter.load(paths)
+    except ConfigError as err:
+        print(err.report(f"{job}: invalid configuration"))
+        return None
+    except SNAPSHOT_ERRORS as err:
+        print(f"{job}: this instance's snapshotter cannot be used: {err}")
+        return None
+    if not isinstance(config, kind):
+        print(f"{job}: {paths.job_config(job)} is not the {job} job's config")
+        return None
+    return config, snapshotter
 
 
 def take_snapshot(paths: Paths = VM_PATHS) -> int:
-    try:
-        config, snapshotter = _load("take-snapshot", paths)
-    except ConfigError as err:
-        print(err.report("take-snapshot: invalid configuration"))
+    loaded = _load("take-snapshot", TakeSnapshotConfig, paths)
+    if loaded is None:
         return 1
-    except SNAPSHOT_ERRORS as err:
-        print(f"take-snapshot: cannot snapshot this instance: {err}")
-        return 1
-    if not isinstance(config, TakeSnapshotConfig):
-        print("take-snapshot: config.json is not the take-snapshot job's")
-        return 1
+    config, snapshotter = loaded
     if config.scope == "set":
         return _take_set(snapshotter, config.note)
     spec = snapshotter.config.spec
@@ -108,17 +115,10 @@ def _take_set(snapshotter: Snapshotter, note: str) -> int:
 
 
 def list_snapshots(paths: Paths = VM_PATHS) -> int:
-    try:
-        config, snapshotter = _load("list-snapshots", paths)
-    except ConfigError as err:
-        print(err.report("list-snapshots: invalid configuration"))
+    loaded = _load("list-snapshots", ListSnapshotsConfig, paths)
+    if loaded is None:
         return 1
-    except SNAPSHOT_ERRORS as err:
-        print(f"list-snapshots: cannot read the catalog from this instance: {err}")
-        return 1
-    if not isinstance(config, ListSnapshotsConfig):
-        print("list-snapshots: config.json is not the list-snapshots job's")
-        return 1
+    config, snapshotter = loaded
     leads, who = coordinator(snapshotter.config)
     if not leads:
         print(f"list-snapshots: the catalog is printed by {who}; nothing to do on this instance")

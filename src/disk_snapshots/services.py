@@ -47,8 +47,10 @@ def run_argv(
     what: str,
     timeout: float = DEFAULT_TIMEOUT,
     env: Mapping[str, str] | None = None,
+    error: type[Exception] = ServiceError,
 ) -> str:
-    """Run a configured command (an argv list, never a shell string) with a deadline."""
+    """Run a command (an argv list, never a shell string) with a deadline; ``error`` names
+    what goes wrong, with the command and its output."""
     try:
         proc = subprocess.run(
             list(argv),
@@ -60,14 +62,12 @@ def run_argv(
             stdin=subprocess.DEVNULL,
         )
     except FileNotFoundError:
-        raise ServiceError(f"{what}: {argv[0]} does not exist") from None
+        raise error(f"{what}: {argv[0]} does not exist") from None
     except subprocess.TimeoutExpired:
-        raise ServiceError(
-            f"{what}: {' '.join(argv)} did not finish within {timeout:.0f}s"
-        ) from None
+        raise error(f"{what}: {' '.join(argv)} did not finish within {timeout:.0f}s") from None
     if proc.returncode != 0:
         detail = (proc.stderr or proc.stdout).strip()[-500:]
-        raise ServiceError(f"{what}: {' '.join(argv)} exited {proc.returncode}: {detail}")
+        raise error(f"{what}: {' '.join(argv)} exited {proc.returncode}: {detail}")
     return proc.stdout
 
 
