@@ -150,20 +150,10 @@ module LocalBosh
     end
   end
 
-  class EvaluationLinkInstance
+  # `p` and `if_p` on a link and on a link's instance: the same lookup over the
+  # properties the link carries (the Director's two classes repeat it word for word).
+  module LinkProperties
     include PropertyHelper
-
-    attr_reader :name, :index, :id, :az, :address, :properties, :bootstrap
-
-    def initialize(name, index, id, az, address, properties, bootstrap)
-      @name = name
-      @index = index
-      @id = id
-      @az = az
-      @address = address
-      @properties = properties
-      @bootstrap = bootstrap
-    end
 
     def p(*args)
       names = Array(args[0])
@@ -191,8 +181,24 @@ module LocalBosh
     end
   end
 
+  class EvaluationLinkInstance
+    include LinkProperties
+
+    attr_reader :name, :index, :id, :az, :address, :properties, :bootstrap
+
+    def initialize(name, index, id, az, address, properties, bootstrap)
+      @name = name
+      @index = index
+      @id = id
+      @az = az
+      @address = address
+      @properties = properties
+      @bootstrap = bootstrap
+    end
+  end
+
   class EvaluationLink
-    include PropertyHelper
+    include LinkProperties
 
     attr_reader :instances, :properties
 
@@ -202,31 +208,6 @@ module LocalBosh
       @dns_encoder = dns_encoder
     end
 
-    def p(*args)
-      names = Array(args[0])
-
-      names.each do |name|
-        result = lookup_property(@properties, name)
-        return result unless result.nil?
-      end
-
-      return args[1] if args.length == 2
-
-      raise UnknownProperty, names
-    end
-
-    def if_p(*names)
-      values = names.map do |name|
-        value = lookup_property(@properties, name)
-        return EvaluationContext::ActiveElseBlock.new(self) if value.nil?
-
-        value
-      end
-
-      yield(*values)
-
-      EvaluationContext::InactiveElseBlock.new
-    end
 
     # Only the Director can encode a link's DNS query; like the bosh-template
     # unit-test context we raise unless the link was given a manual address.
