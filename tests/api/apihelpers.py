@@ -441,28 +441,55 @@ def stop_daemon(process: subprocess.Popen[bytes]) -> None:
             process.wait()
 
 
+@dataclass
+class MemberDisks:
+    """A 256 MiB (or sized) ext4 loop disk per member, mounted at <root>/var/vcap/store,
+    and the one way to let them all go again (thaw, unmount, detach, delete)."""
+
+    pool: Path
+    tmp_path: Path
+    stores: list[Path] = field(default_factory=list)
+    devices: list[str] = field(default_factory=list)
+    images: list[Path] = field(default_factory=list)
+
+    def attach(self, spec: MemberSpec, size: str = "256M") -> tuple[Path, str, Path]:
+        """The member's root, its disk CID and the disk image."""
+        root = self.tmp_path / spec.label.replace("/", "-")
+        root.mkdir()
+        cid = f"disk-{self.tmp_path.name}-{spec.address.rsplit('.', 1)[1]}"[:60]
+        image = self.pool / f"{cid}.img"
+        self.images.append(image)
+        sh("truncate", "-s", size, str(image))
+        sh("mkfs.ext4", "-q", "-F", str(image))
+        store = root / "var/vcap/store"
+        store.mkdir(parents=True)
+        device = sh("losetup", "--find", "--show", str(image)).strip()
+        self.devices.append(device)
+        sh("mount", device, str(store))
+        self.stores.append(store)
+        return root, cid, image
+
+    def release(self) -> None:
+        for store in self.stores:
+            subprocess.run(["fsfreeze", "-u", str(store)], capture_output=True, check=False)
+            subprocess.run(["umount", str(store)], check=False)
+        for device in self.devices:
+            subprocess.run(["losetup", "-d", device], check=False)
+        for image in self.images:
+            image.unlink(missing_ok=True)
+        shutil.rmtree(self.pool / "snapshots", ignore_errors=True)
+
+
 @contextmanager
 def running_cluster(pool: Path, tmp_path: Path, tls: TlsConfig) -> Iterator[list[Vm]]:
     """Three VM-shaped roots, each with its own ext4 loop disk at var/vcap/store and its
     own snapshotter daemon (a real process) serving the agent API on 127.0.0.2/.3/.4."""
     port = free_port()
     vms: list[Vm] = []
-    devices: list[str] = []
-    images: list[Path] = []
+    disks = MemberDisks(pool, tmp_path)
     try:
         for spec in MEMBERS:
-            root = tmp_path / spec.label.replace("/", "-")
-            root.mkdir()
-            cid = f"disk-{tmp_path.name}-{spec.address.rsplit('.', 1)[1]}"[:60]
-            image = pool / f"{cid}.img"
-            images.append(image)
-            sh("truncate", "-s", "256M", str(image))
-            sh("mkfs.ext4", "-q", "-F", str(image))
-            store = root / "var/vcap/store"
-            store.mkdir(parents=True)
-            device = sh("losetup", "--find", "--show", str(image)).strip()
-            devices.append(device)
-            sh("mount", device, str(store))
+            root, cid, image = disks.attach(spec)
             doc = member_doc(spec, MEMBERS, tls, port, root, pool)
             vms.append(Vm(spec, write_vm(root, doc, cid, image), port))
         for vm in vms:
@@ -472,11 +499,4 @@ def running_cluster(pool: Path, tmp_path: Path, tls: TlsConfig) -> Iterator[list
         for vm in vms:
             if vm.process is not None:
                 stop_daemon(vm.process)
-        for vm in vms:
-            subprocess.run(["fsfreeze", "-u", str(vm.store)], capture_output=True, check=False)
-            subprocess.run(["umount", str(vm.store)], check=False)
-        for device in devices:
-            subprocess.run(["losetup", "-d", device], check=False)
-        for image in images:
-            image.unlink(missing_ok=True)
-        shutil.rmtree(pool / "snapshots", ignore_errors=True)
+        disks.release()

@@ -20,11 +20,11 @@ from typing import Any
 
 from apihelpers import DAEMON
 from apihelpers import MEMBERS
+from apihelpers import MemberDisks
 from apihelpers import MemberSpec
 from apihelpers import Vm
 from apihelpers import free_port
 from apihelpers import member_doc
-from apihelpers import sh
 from apihelpers import stop_daemon
 from apihelpers import write_vm
 
@@ -174,22 +174,11 @@ def redis_cluster(
     monit.write_text(f'#!/bin/sh\nexec {sys.executable} {HERE / "fakemonit.py"} "$@"\n')
     monit.chmod(0o755)
     nodes: list[Node] = []
-    devices: list[str] = []
-    images: list[Path] = []
+    disks = MemberDisks(pool, tmp_path)
     try:
         for spec in MEMBERS:
-            root = tmp_path / spec.label.replace("/", "-")
-            root.mkdir()
-            cid = f"disk-{tmp_path.name}-{spec.address.rsplit('.', 1)[1]}"[:60]
-            image = pool / f"{cid}.img"
-            images.append(image)
-            sh("truncate", "-s", (sizes or {}).get(spec.label, "256M"), str(image))
-            sh("mkfs.ext4", "-q", "-F", str(image))
+            root, cid, image = disks.attach(spec, (sizes or {}).get(spec.label, "256M"))
             store = root / "var/vcap/store"
-            store.mkdir(parents=True)
-            device = sh("losetup", "--find", "--show", str(image)).strip()
-            devices.append(device)
-            sh("mount", device, str(store))
             (store / "redis").mkdir()
             doc = member_doc(spec, MEMBERS, tls, port, root, pool)
             doc["properties"]["service"].update(
@@ -227,11 +216,4 @@ def redis_cluster(
                 check=False,
                 capture_output=True,
             )
-        for node in nodes:
-            subprocess.run(["fsfreeze", "-u", str(node.vm.store)], capture_output=True, check=False)
-            subprocess.run(["umount", str(node.vm.store)], check=False)
-        for device in devices:
-            subprocess.run(["losetup", "-d", device], check=False)
-        for image in images:
-            image.unlink(missing_ok=True)
-        shutil.rmtree(pool / "snapshots", ignore_errors=True)
+        disks.release()
