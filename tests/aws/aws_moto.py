@@ -17,6 +17,9 @@ from collections.abc import Iterator
 from collections.abc import Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
+
+import boto3
 
 HOST = "127.0.0.1"
 # No proxy from the environment may see loopback traffic.
@@ -92,3 +95,19 @@ def _wait_ready(url: str, proc: subprocess.Popen[bytes]) -> bool:
 def reset(url: str) -> None:
     """Forget every resource: each test starts from moto's empty account."""
     _request(f"{url}/moto-api/reset", method="POST")
+
+
+@contextmanager
+def ec2_client(endpoint: str, region: str) -> Iterator[Any]:
+    """A plain EC2 client on the moto server (for arranging the world and checking it)."""
+    client = boto3.client(
+        "ec2",
+        region_name=region,
+        endpoint_url=endpoint,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    try:
+        yield client
+    finally:
+        client.close()

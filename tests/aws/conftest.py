@@ -6,8 +6,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
+from aws_moto import ec2_client
 from aws_moto import moto_server
 from aws_moto import reset
 from aws_support import BACKUP_REGION
@@ -39,28 +39,14 @@ def endpoint(moto_url: str) -> str:
 @pytest.fixture
 def ec2(endpoint: str) -> Iterator[Any]:
     """A plain client for arranging the world and checking it, beside the provider."""
-    client = boto3.client(
-        "ec2",
-        region_name=REGION,
-        endpoint_url=endpoint,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
-    yield client
-    client.close()
+    with ec2_client(endpoint, REGION) as client:
+        yield client
 
 
 @pytest.fixture
 def ec2_backup(endpoint: str) -> Iterator[Any]:
-    client = boto3.client(
-        "ec2",
-        region_name=BACKUP_REGION,
-        endpoint_url=endpoint,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
-    yield client
-    client.close()
+    with ec2_client(endpoint, BACKUP_REGION) as client:
+        yield client
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ snapshots of those volumes, with every annotation as a `disk-snapshots:*` tag.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 from collections.abc import Iterator
@@ -17,13 +16,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 import yaml
 from lbtest import REPO
 from lbtest import LocalBosh
 from lbtest import needs_root
 
+from aws.aws_moto import ec2_client
 from aws.aws_moto import moto_server
 from disk_snapshots.annotations import SCHEMA
 from disk_snapshots.annotations import TAG_PREFIX
@@ -51,14 +50,7 @@ def moto_url(tmp_path: Path) -> Iterator[str]:
 
 @pytest.fixture
 def ec2(moto_url: str) -> Iterator[Any]:
-    client = boto3.client(
-        "ec2",
-        region_name=REGION,
-        endpoint_url=moto_url,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
-    with contextlib.closing(client):
+    with ec2_client(moto_url, REGION) as client:
         yield client
 
 
