@@ -150,16 +150,20 @@ module LocalBosh
     end
   end
 
-  # `p` and `if_p` on a link and on a link's instance: the same lookup over the
-  # properties the link carries (the Director's two classes repeat it word for word).
-  module LinkProperties
+  # `p` and `if_p` of the template context, of a link and of a link's instance: one
+  # lookup over each one's properties (the Director repeats it in three classes).
+  module PropertyAccess
     include PropertyHelper
+
+    def property_source
+      @properties
+    end
 
     def p(*args)
       names = Array(args[0])
 
       names.each do |name|
-        result = lookup_property(@properties, name)
+        result = lookup_property(property_source, name)
         return result unless result.nil?
       end
 
@@ -170,7 +174,7 @@ module LocalBosh
 
     def if_p(*names)
       values = names.map do |name|
-        value = lookup_property(@properties, name)
+        value = lookup_property(property_source, name)
         return EvaluationContext::ActiveElseBlock.new(self) if value.nil?
 
         value
@@ -182,7 +186,7 @@ module LocalBosh
   end
 
   class EvaluationLinkInstance
-    include LinkProperties
+    include PropertyAccess
 
     attr_reader :name, :index, :id, :az, :address, :properties, :bootstrap
 
@@ -198,7 +202,7 @@ module LocalBosh
   end
 
   class EvaluationLink
-    include LinkProperties
+    include PropertyAccess
 
     attr_reader :instances, :properties
 
@@ -219,7 +223,7 @@ module LocalBosh
   end
 
   class EvaluationContext
-    include PropertyHelper
+    include PropertyAccess
 
     attr_reader :name, :index, :properties, :raw_properties, :spec
 
@@ -245,29 +249,9 @@ module LocalBosh
       binding
     end
 
-    def p(*args)
-      names = Array(args[0])
-
-      names.each do |name|
-        result = lookup_property(@raw_properties, name)
-        return result unless result.nil?
-      end
-
-      return args[1] if args.length == 2
-
-      raise UnknownProperty, names
-    end
-
-    def if_p(*names)
-      values = names.map do |name|
-        value = lookup_property(@raw_properties, name)
-        return ActiveElseBlock.new(self) if value.nil?
-
-        value
-      end
-
-      yield(*values)
-      InactiveElseBlock.new
+    # p and if_p (PropertyAccess) read the bound properties as plain hashes.
+    def property_source
+      @raw_properties
     end
 
     def link(name)
