@@ -138,9 +138,11 @@ def test_undeclared_manifest_properties_never_reach_config_json() -> None:
     assert "not_a_property" not in config["properties"]
 
 
-def test_a_link_the_snapshotter_does_not_consume_is_rejected() -> None:
-    with pytest.raises(RenderError, match="Link 'database' is not declared as a consumed link"):
-        render_job(JOBS_DIR / "snapshotter", {}, InstanceSpec(), {"database": Link()})
+def test_a_link_the_snapshotter_does_not_consume_never_reaches_config_json() -> None:
+    # A Director drops it with a warning (links/link_consumers_parser.rb).
+    files = render_job(JOBS_DIR / "snapshotter", {}, InstanceSpec(), {"database": Link()})
+    config = json.loads(files["config/config.json"])
+    assert config["links"] == {"snapshotter": None, "peers": None}
 
 
 def test_example_manifests_exist() -> None:

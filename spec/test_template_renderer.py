@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,12 +24,29 @@ PROBE = Path(__file__).resolve().parent / "fixtures" / "jobs" / "probe"
 PROBE_TEMPLATES: dict[str, str] = yaml.safe_load((PROBE / "spec").read_text())["templates"]
 
 DB = Link(
-    instances=[
-        LinkInstance(),
-        LinkInstance(name="db", index=1, id="id-1", bootstrap=True, properties={"role": "leader"}),
-    ],
+    instances=[LinkInstance(), LinkInstance(name="db", index=1, id="id-1", bootstrap=True)],
     properties={"port": 5432},
+    instance_group="db",
+    default_network="default",
+    deployment_name="dep",
 )
+
+
+def ruby_says(expression: str) -> str:
+    """The message this Ruby gives for an error in evaluated code, as in a template
+    (the wording changes between Ruby versions: `fetch' in 3.1, 'fetch' from 3.4)."""
+    proc = subprocess.run(
+        [
+            tpl.ruby_executable(),
+            "-e",
+            "begin; eval(ARGV[0]); rescue => e; print e.message; end",
+            expression,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return proc.stdout
 
 
 def render_one(
@@ -163,10 +182,55 @@ def test_link_gives_instances_properties_p_and_if_p() -> None:
         "port=5432 missing=dflt",
         "if_p port 5432",
         "link if_p else",
+        # Instances carry no properties on a Director: p() always falls back.
         "i-name/4 id=jkl8098 az=az4 address=link.instance.fake.example.com bootstrap=false "
         "role=none",
-        "db/1 id=id-1 az=az4 address=link.instance.fake.example.com bootstrap=true role=leader",
+        "db/1 id=id-1 az=az4 address=link.instance.fake.example.com bootstrap=true role=none",
         'properties={"port":5432}',
+    ]
+
+
+def test_link_instances_have_no_properties_like_on_a_director() -> None:
+    out = render_one("methods.erb", links={"db": DB})
+    assert "instance.properties: nil" in out
+    link = {**DB.to_dict(), "instances": [{**LinkInstance().to_dict(), "properties": {"a": 1}}]}
+    with pytest.raises(
+        tpl.RendererFailedError,
+        match=r"link 'db' instance 0 has 'properties': the Director never sends per-instance",
+    ):
+        render_one("link.erb", links={"db": link})  # type: ignore[dict-item]
+
+
+def test_templates_see_only_the_methods_the_directors_classes_define() -> None:
+    # bosh-common template/{evaluation_context,evaluation_link,evaluation_link_instance,
+    # property_helper}.rb; `p` is also Kernel#p, so it is not in these lists.
+    helper = "copy_property lookup_property set_property sort_property validate_properties_format"
+    context = "create_evaluation_link get_binding if_link if_p index link name openstruct"
+    context += " properties raw_properties spec"
+    link = "address if_p instances properties"
+    instance = "address az bootstrap id if_p index name properties"
+    lines = render_one("methods.erb", links={"db": DB}).splitlines()
+    assert lines[0] == "context: " + " ".join(sorted(f"{context} {helper}".split()))
+    assert lines[1] == "link: " + " ".join(sorted(f"{link} {helper}".split()))
+    assert lines[2] == "instance: " + " ".join(sorted(f"{instance} {helper}".split()))
+
+
+def test_templates_have_the_ruby_the_director_has_loaded() -> None:
+    # bosh/director.rb requires time, digest/sha1, securerandom, pathname, openssl...;
+    # evaluation_context.rb shellwords and ActiveSupport's blank?; core_ext adds
+    # Hash#recursive_merge and to_openstruct.
+    assert render_one("director_ruby.erb").splitlines() == [
+        "time=2026-11-29T08:00:00Z",
+        "sha1=dc377b4cd04f1e177cbcd7ec2737688cf77ddb59",
+        "random=8",
+        "path=/var/vcap/jobs/probe",
+        "openssl=51f4aaaf",
+        "set=2",
+        "shellwords=a\\ b",
+        "blank=true,true,true,false,x,nil",
+        "active_support=ActiveSupport",
+        'recursive_merge={"a":{"b":1,"c":3}}',
+        "to_openstruct=1",
     ]
 
 
@@ -192,17 +256,60 @@ def test_if_link_else_and_else_if_link() -> None:
     assert "cache: c0,c1" in out
 
 
-def test_link_address_needs_a_director_unless_given() -> None:
-    with pytest.raises(RenderError, match=r"line 1: link.address requires bosh director"):
-        render_one("link_address.erb", links={"db": DB})
+def test_link_address_is_the_directors_dns_query() -> None:
+    # dns/dns_encoder.rb encode_query: no uuid, long names, status default (s0).
+    assert render_one("link_address.erb", links={"db": DB}) == "q-s0.db.default.dep.bosh\n"
+    # Names are canonicalized (dns/canonicalizer.rb): lower case, _ to -, the rest dropped.
+    odd = Link(instances=DB.instances, instance_group="Redis_Leader", deployment_name="my.dep!")
+    assert render_one("link_address.erb", links={"db": odd}) == (
+        "q-s0.redis-leader.default.mydep.bosh\n"
+    )
+
+
+def test_link_address_encodes_azs_by_the_directors_numbers_and_status() -> None:
+    files = render_job(
+        PROBE,
+        {},
+        links={"db": DB},
+        templates={"link_address_criteria.erb": "out"},
+        az_numbers={"z1": 1, "z2": 7},
+    )
+    # a<az number> per AZ, s3 for healthy, sorted into one query octet
+    assert files["out"] == "q-a1a7s3.db.default.dep.bosh\n"
+    with pytest.raises(RenderError, match=r"line 1: Unknown AZ: 'z2'"):
+        render_job(
+            PROBE,
+            {},
+            links={"db": DB},
+            templates={"link_address_criteria.erb": "out"},
+            az_numbers={"z1": 1},
+        )
+
+
+def test_link_address_fails_where_only_a_directors_database_can_answer() -> None:
+    short = Link(instances=DB.instances, use_short_dns_addresses=True)
+    with pytest.raises(RenderError, match=r"short DNS names .* the local renderer cannot encode"):
+        render_one("link_address.erb", links={"db": short})
+
+
+def test_link_address_of_a_manual_link_is_the_manifests() -> None:
     manual = Link(instances=DB.instances, address="db.service.internal")
     assert render_one("link_address.erb", links={"db": manual}) == "db.service.internal\n"
 
 
-def test_a_link_the_job_does_not_consume_is_rejected() -> None:
-    with pytest.raises(RenderError) as err:
-        render_one("p.erb", links={"db": DB, "queue": Link()})
-    assert str(err.value) == "Link 'queue' is not declared as a consumed link in this job."
+def test_a_link_the_job_does_not_consume_is_dropped_with_the_directors_warning(
+    make_job: Callable[..., Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    job = make_job(
+        {"name": "j", "templates": {"a.erb": "a"}},
+        {"a.erb": "<% if_link('queue') do %>linked<% end.else do %>no queue<% end %>\n"},
+    )
+    with caplog.at_level(logging.WARNING, logger="localbosh.templates"):
+        assert render_job(job, {}, links={"queue": Link()}) == {"a": "no queue\n", "monit": ""}
+    assert (
+        "Manifest defines unknown consumers:\n"
+        "  - Job 'j' does not define link consumer 'queue' in the release spec"
+    ) in caplog.text
 
 
 def test_trim_mode_dash() -> None:
@@ -247,9 +354,8 @@ def test_ruby_errors_name_the_template_and_line(make_job: Callable[..., Path]) -
     with pytest.raises(RenderError) as err:
         render_job(job, {})
     assert err.value.errors[0].line == 3
-    assert (
-        "Error filling in template 'config.erb' (line 3: undefined method `fetch' for nil"
-        in str(err.value)
+    assert f"Error filling in template 'config.erb' (line 3: {ruby_says('nil.fetch(1)')})" in str(
+        err.value
     )
 
 
@@ -317,3 +423,43 @@ def test_a_template_that_prints_does_not_corrupt_the_answer(
         {"a.erb": "<% puts 'noise'; $stdout.write('more'); system('echo', 'child') %>ok\n"},
     )
     assert render_job(job, {}) == {"a": "ok\n", "monit": ""}
+
+
+def _render_with_ruby_flags(flags: list[str]) -> subprocess.CompletedProcess[str]:
+    request = {
+        "job_dir": str(PROBE),
+        "templates": {"spec.erb": "s"},
+        "spec": InstanceSpec().to_dict(),
+    }
+    return subprocess.run(
+        [tpl.ruby_executable(), "--disable-gems", *flags, str(tpl.RENDERER)],
+        input=json.dumps(request),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def test_starts_where_ostruct_is_a_bundled_gem(tmp_path: Path) -> None:
+    """From Ruby 3.5 on, ostruct is a bundled gem: `ruby --disable-gems` (how the renderer
+    runs) finds it only once RubyGems is loaded. This Ruby still has ostruct as a default
+    library, so an ostruct.rb first on the load path plays 3.5's part: it is found only
+    with RubyGems loaded, and then hands over to the real one."""
+    (tmp_path / "ostruct.rb").write_text(
+        "raise LoadError, 'cannot load such file -- ostruct' unless defined?(::Gem)\n"
+        "$LOAD_PATH.delete(__dir__)\n"
+        "require 'ostruct'\n"
+    )
+    proc = _render_with_ruby_flags(["-I", str(tmp_path)])
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["s"].startswith("deployment=my-deployment\n")
+
+
+def test_a_ruby_without_ostruct_is_named_as_the_reason(tmp_path: Path) -> None:
+    (tmp_path / "ostruct.rb").write_text("raise LoadError, 'cannot load such file -- ostruct'\n")
+    proc = _render_with_ruby_flags(["-I", str(tmp_path)])
+    assert proc.returncode == 2
+    assert "the Director's template context is an OpenStruct, and this Ruby" in proc.stderr
+    assert (
+        "cannot load ostruct: cannot load such file -- ostruct (gem install ostruct)" in proc.stderr
+    )

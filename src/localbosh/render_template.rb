@@ -21,49 +21,107 @@
 #    "properties": {...},                       the manifest's properties for this job (nested)
 #    "spec": {deployment, name, index, id, az, bootstrap, address, ip, networks,
 #             persistent_disk, dns_domain_name, job, release: {name, version}},
-#    "links": {"<name>": {"properties": {...}, "address": "...",
-#                         "instances": [{name, index, id, az, address, bootstrap, properties}]}}}
+#    "links": {"<name>": {instances: [{name, index, id, az, address, bootstrap,
+#                                      addresses, dns_addresses}],
+#                         properties, instance_group, default_network, deployment_name,
+#                         domain, use_short_dns_addresses, use_link_dns_names, group_name,
+#                         address (manual links only)}},
+#    "dns": {"azs": {"<az>": <number>}}}        optional: the Director's AZ numbers, for
+#                                               link(...).address(azs: [...])
 #
 # Output:
-#   render ok    -> exit 0, stdout {"<dest>": "<content>", ..., "monit": "<content>"}
+#   render ok    -> exit 0, stdout {"<dest>": "<content>", ..., "monit": "<content>"};
+#                   stderr the Director's planning warnings, if any
 #   render error -> exit 1, stderr the Director's message, stdout
 #                   {"error": "<message>", "job": "...", "template_errors": [{template, line, message}]}
 #   check        -> exit 0, stdout {"errors": ["<job>/<template>:<line>: <message>", ...]}
 #   bad input    -> exit 2, stderr what is wrong with the request (not with the templates)
 
+# The standard library the Director has loaded when it renders (src/bosh-director/lib/
+# bosh/director.rb requires these), so templates may use Time.parse, Digest::SHA1,
+# SecureRandom, Pathname, OpenSSL, Set... without requiring them.
+%w[digest/sha1 fileutils forwardable logger monitor optparse pathname tmpdir time zlib
+   securerandom openssl set].each { |lib| require lib }
+
+# The Director's spec is an OpenStruct (evaluation_context.rb requires 'ostruct'). From
+# Ruby 3.5 on, ostruct is a bundled gem, out of reach of `ruby --disable-gems` (how the
+# renderer is started, for speed) until RubyGems is loaded.
+begin
+  require 'ostruct'
+rescue LoadError
+  begin
+    require 'rubygems'
+    require 'ostruct'
+  rescue LoadError => e
+    warn "render_template.rb: the Director's template context is an OpenStruct, and this Ruby " \
+         "(#{RUBY_VERSION}) cannot load ostruct: #{e.message} (gem install ostruct)"
+    exit 2
+  end
+end
+
+# (After ostruct: Ruby 3.1's json loads it as well.)
 require 'erb'
 require 'json'
-require 'ostruct'
 require 'shellwords'
 require 'yaml'
 
 # The Director loads ActiveSupport's Object#blank? into the template context
-# (evaluation_context.rb, "for backward compatibility"), so real templates may
-# call blank?/present?. A minimal equivalent keeps those templates rendering.
-unless Object.method_defined?(:blank?)
-  class Object
-    def blank?
-      respond_to?(:empty?) ? !!empty? : !self
-    end
+# (evaluation_context.rb requires 'active_support/core_ext/object/blank', "for backward
+# compatibility"). It is a gem and takes longer to load than a whole render, so it is
+# loaded the first time a template uses it; from then on blank?, present?, presence and
+# the ActiveSupport constant are ActiveSupport's own.
+module LocalBosh
+  def self.load_active_support
+    require 'rubygems' unless defined?(::Gem)
+    require 'active_support'
+    require 'active_support/core_ext/object/blank'
+  rescue LoadError => e
+    raise LoadError, "the Director's template context includes ActiveSupport's blank?, and this Ruby " \
+                     "cannot load it (#{e.message}; Debian: apt-get install ruby-activesupport)"
+  end
+end
 
-    def present?
-      !blank?
-    end
-
-    def presence
-      self if present?
+class Object
+  %i[blank? present? presence].each do |name|
+    define_method(name) do
+      LocalBosh.load_active_support
+      public_send(name)
     end
   end
 
-  class String
-    def blank?
-      /\A[[:space:]]*\z/.match?(self)
-    end
+  def self.const_missing(name)
+    return super unless name == :ActiveSupport
+
+    LocalBosh.load_active_support
+    ::ActiveSupport
   end
 
-  class Numeric
-    def blank?
-      false
+  # bosh/director/core_ext/object.rb (loaded by the Director, so templates see it)
+  def to_openstruct
+    self
+  end
+end
+
+# bosh/director/core_ext/array.rb
+class Array
+  def to_openstruct
+    map(&:to_openstruct)
+  end
+end
+
+# bosh/director/core_ext/hash.rb
+class Hash
+  def to_openstruct
+    OpenStruct.new(transform_values(&:to_openstruct))
+  end
+
+  def recursive_merge(other)
+    merge(other) do |_, old_value, new_value|
+      if old_value.instance_of?(Hash) && new_value.instance_of?(Hash)
+        old_value.recursive_merge(new_value)
+      else
+        new_value
+      end
     end
   end
 end
@@ -88,7 +146,34 @@ module LocalBosh
 
   class InvalidPropertyType < StandardError; end
 
+  # dns/canonicalizer.rb raises this (a Director error) for a name that encodes badly.
+  class DnsInvalidCanonicalName < StandardError; end
+
   module PropertyHelper
+    # The Director's helper has it; templates see it through the context.
+    def copy_property(dst, src, name, default = nil)
+      keys = name.split('.')
+      src_ref = src
+      dst_ref = dst
+
+      keys.each do |key|
+        unless src_ref.is_a?(Hash)
+          raise InvalidPropertyType, "Property '#{name}' expects a hash, but received '#{src_ref.class}'"
+        end
+
+        src_ref = src_ref[key]
+        break if src_ref.nil?
+      end
+
+      keys[0..-2].each do |key|
+        dst_ref[key] ||= {}
+        dst_ref = dst_ref[key]
+      end
+
+      dst_ref[keys[-1]] ||= {}
+      dst_ref[keys[-1]] = src_ref.nil? ? default : src_ref
+    end
+
     def lookup_property(collection, name)
       return nil if collection.nil?
 
@@ -150,43 +235,113 @@ module LocalBosh
     end
   end
 
-  # `p` and `if_p` of the template context, of a link and of a link's instance: one
-  # lookup over each one's properties (the Director repeats it in three classes).
-  module PropertyAccess
-    include PropertyHelper
+  # dns/dns_encoder.rb `encode_query` and dns/canonicalizer.rb: what link(...).address
+  # returns on a Director, `q-<query>.<group>.<network>.<deployment>.<domain>`. The
+  # Director numbers AZs (and, for short names, groups, networks and instances) in its
+  # database; AZ numbers come with the request, and short names cannot be made here.
+  class DnsEncoder
+    HEALTHINESS = { 'healthy' => 3, 'unhealthy' => 1, 'all' => 4, 'default' => 0 }.freeze
 
-    def property_source
-      @properties
+    def initialize(az_numbers)
+      @az_numbers = az_numbers
     end
 
-    def p(*args)
-      names = Array(args[0])
-
-      names.each do |name|
-        result = lookup_property(property_source, name)
-        return result unless result.nil?
+    def encode_query(criteria, force_short_dns = nil)
+      # EvaluationLink always passes the link's use_short_dns_addresses (false unless
+      # the deployment's features ask for short names), so it decides here.
+      if force_short_dns
+        raise NotImplementedError,
+              'link.address with short DNS names (features use_short_dns_addresses or ' \
+              "use_link_dns_names) is numbered from the Director's database; the local " \
+              'renderer cannot encode it'
       end
 
-      return args[1] if args.length == 2
-
-      raise UnknownProperty, names
+      octets = []
+      octets << (criteria[:uuid].nil? ? "q-#{query_slug(criteria)}" : criteria[:uuid])
+      octets += [criteria.fetch(:group_name), criteria.fetch(:default_network), criteria.fetch(:deployment_name)]
+                .map { |name| canonicalize(name) }
+      octets << criteria[:root_domain]
+      octets.join('.')
     end
 
-    def if_p(*names)
-      values = names.map do |name|
-        value = lookup_property(property_source, name)
-        return EvaluationContext::ActiveElseBlock.new(self) if value.nil?
+    private
 
-        value
+    def query_slug(criteria)
+      queries = []
+      queries << (criteria[:azs] || []).map { |az| "a#{id_for_az(az)}" }
+      case criteria[:initial_health_check]
+      when 'synchronous' then queries << 'y1'
+      when 'asynchronous' then queries << 'y0'
+      end
+      queries << "s#{HEALTHINESS.fetch(criteria[:status], 0)}"
+      queries.flatten.sort.join
+    end
+
+    def id_for_az(az_name)
+      return nil if az_name.nil?
+
+      number = @az_numbers[az_name]
+      raise "Unknown AZ: '#{az_name}'" if number.nil?
+
+      number.to_s
+    end
+
+    def canonicalize(string)
+      string = string.downcase.gsub(/_/, '-').gsub(/[^a-z0-9-]/, '')
+      if string.start_with?('-')
+        raise DnsInvalidCanonicalName, "Invalid DNS canonical name '#{string}', cannot start with a hyphen"
+      end
+      if string.end_with?('-')
+        raise DnsInvalidCanonicalName, "Invalid DNS canonical name '#{string}', cannot end with a hyphen"
       end
 
-      yield(*values)
-      EvaluationContext::InactiveElseBlock.new
+      string
     end
   end
 
+  # `p` and `if_p` of the template context, of a link and of a link's instance: one
+  # lookup over each one's properties (the Director repeats it in three classes). Built
+  # over an instance variable, so templates see no method the Director does not have.
+  def self.property_access(ivar)
+    Module.new do
+      include PropertyHelper
+
+      define_method(:p) do |*args|
+        source = instance_variable_get(ivar)
+        names = Array(args[0])
+
+        names.each do |name|
+          result = lookup_property(source, name)
+          return result unless result.nil?
+        end
+
+        return args[1] if args.length == 2
+
+        raise UnknownProperty, names
+      end
+
+      define_method(:if_p) do |*names, &block|
+        source = instance_variable_get(ivar)
+        values = names.map do |name|
+          value = lookup_property(source, name)
+          return EvaluationContext::ActiveElseBlock.new(self) if value.nil?
+
+          value
+        end
+
+        raise LocalJumpError, 'no block given (yield)' if block.nil?
+
+        block.call(*values)
+        EvaluationContext::InactiveElseBlock.new
+      end
+    end
+  end
+
+  # The Director passes no per-instance properties (deployment_plan/links/link.rb
+  # Link#spec), so `properties` is always nil and `p` finds nothing; kept because the
+  # Director's class has the reader.
   class EvaluationLinkInstance
-    include PropertyAccess
+    include LocalBosh.property_access(:@properties)
 
     attr_reader :name, :index, :id, :az, :address, :properties, :bootstrap
 
@@ -202,37 +357,49 @@ module LocalBosh
   end
 
   class EvaluationLink
-    include PropertyAccess
+    include LocalBosh.property_access(:@properties)
 
     attr_reader :instances, :properties
 
-    def initialize(instances, properties, dns_encoder)
+    def initialize(instances, properties, group_name, group_type, default_network, deployment_name, root_domain,
+                   dns_encoder, use_short_dns)
       @instances = instances
       @properties = properties
+      @group_name = group_name
+      @group_type = group_type
+      @default_network = default_network
+      @deployment_name = deployment_name
+      @root_domain = root_domain
       @dns_encoder = dns_encoder
+      @use_short_dns = use_short_dns
     end
 
-
-    # Only the Director can encode a link's DNS query; like the bosh-template
-    # unit-test context we raise unless the link was given a manual address.
     def address(criteria = {})
       raise NotImplementedError, 'link.address requires bosh director' if @dns_encoder.nil?
 
-      @dns_encoder.encode_query(criteria, false)
+      full_criteria = criteria.merge(
+        group_name: @group_name,
+        group_type: @group_type,
+        default_network: @default_network,
+        deployment_name: @deployment_name,
+        root_domain: @root_domain,
+      )
+      @dns_encoder.encode_query(full_criteria, @use_short_dns)
     end
   end
 
   class EvaluationContext
-    include PropertyAccess
+    include LocalBosh.property_access(:@raw_properties)
 
     attr_reader :name, :index, :properties, :raw_properties, :spec
 
-    def initialize(spec)
+    def initialize(spec, dns_encoder)
       @name = spec['name']
       @index = spec['index']
       @spec = openstruct(spec, BackCompatOpenStruct)
       @raw_properties = spec['properties'] || {}
       @properties = openstruct(@raw_properties)
+      @dns_encoder = dns_encoder
       @links = spec['links'] || {}
     end
 
@@ -247,11 +414,6 @@ module LocalBosh
 
     def get_binding # rubocop:disable Naming/AccessorMethodName
       binding
-    end
-
-    # p and if_p (PropertyAccess) read the bound properties as plain hashes.
-    def property_source
-      @raw_properties
     end
 
     def link(name)
@@ -288,8 +450,18 @@ module LocalBosh
         )
       end
 
-      encoder = link_spec.key?('address') ? ManualLinkDnsEncoder.new(link_spec['address']) : nil
-      EvaluationLink.new(link_instances, link_spec['properties'], encoder)
+      encoder = link_spec.key?('address') ? ManualLinkDnsEncoder.new(link_spec['address']) : @dns_encoder
+      group_name = link_spec['instance_group']
+      group_type = 'instance-group'
+      if link_spec.fetch('use_link_dns_names', false)
+        group_name = link_spec['group_name']
+        group_type = 'link'
+      end
+
+      EvaluationLink.new(
+        link_instances, link_spec['properties'], group_name, group_type, link_spec['default_network'],
+        link_spec['deployment_name'], link_spec['domain'], encoder, link_spec.fetch('use_short_dns_addresses', false)
+      )
     end
 
     def openstruct(object, open_struct_klass = OpenStruct)
@@ -398,7 +570,13 @@ module LocalBosh
       deployment job index bootstrap name id az networks properties_need_filtering
       dns_domain_name persistent_disk address ip resource_pool release
     ].freeze
-    LINK_KEYS = %w[instances properties address].freeze
+    # TemplateSpec#spec's whitelisted_link_spec_keys, and the keys of an instance in
+    # deployment_plan/links/link.rb Link#spec: nothing else reaches a template.
+    LINK_KEYS = %w[
+      address default_network deployment_name domain group_name instance_group instances
+      properties use_link_dns_names use_short_dns_addresses
+    ].freeze
+    LINK_INSTANCE_KEYS = %w[name id index bootstrap az address addresses dns_addresses].freeze
 
     attr_reader :job_name
 
@@ -443,7 +621,7 @@ module LocalBosh
 
       properties = bind_properties(@input['properties'] || {})
       spec = template_spec(properties, links_for_job)
-      original_context = EvaluationContext.new(spec)
+      original_context = EvaluationContext.new(spec, dns_encoder)
 
       template_context = Marshal.load(Marshal.dump(original_context))
       monit, monit_error = monit_erb.render(template_context)
@@ -524,30 +702,58 @@ module LocalBosh
       bound
     end
 
-    # Like the bosh-template test helper (test/template.rb links_hash): only
-    # consumed links reach the template, and a link the spec does not
-    # consume is an error rather than silently ignored.
+    # The Director gives a job the links its spec consumes. A link the manifest names
+    # but the spec does not consume only draws a warning at planning
+    # (links/link_consumers_parser.rb) and never reaches the templates.
     def links_for_job
       given = @input['links'] || {}
       raise InputError, "'links' must be a hash of link name to link" unless given.is_a?(Hash)
 
       consumed = (@job_spec['consumes'] || []).map { |c| c['name'] }
-      given.each_key do |name|
-        next if consumed.include?(name)
-
-        message = "Link '#{name}' is not declared as a consumed link in this job."
-        raise Failure.new(message, [error_entry(nil, nil, message)])
+      unknown = given.keys - consumed
+      unless unknown.empty?
+        warning = +'Manifest defines unknown consumers:'
+        unknown.each do |name|
+          warning << "\n  - Job '#{@job_name}' does not define link consumer '#{name}' in the release spec"
+        end
+        warn(warning)
       end
 
-      given.each_with_object({}) do |(name, link), result|
-        raise InputError, "link '#{name}' must be a hash" unless link.is_a?(Hash)
-
-        unknown = link.keys - LINK_KEYS
-        raise InputError, "link '#{name}' has unknown keys: #{unknown.join(', ')}" unless unknown.empty?
-        raise InputError, "link '#{name}' needs a list of 'instances'" unless link['instances'].is_a?(Array)
-
-        result[name] = link
+      given.slice(*consumed).each_with_object({}) do |(name, link), result|
+        result[name] = validate_link(name, link)
       end
+    end
+
+    def validate_link(name, link)
+      raise InputError, "link '#{name}' must be a hash" unless link.is_a?(Hash)
+
+      unknown = link.keys - LINK_KEYS
+      raise InputError, "link '#{name}' has keys templates never see: #{unknown.join(', ')}" unless unknown.empty?
+      raise InputError, "link '#{name}' needs a list of 'instances'" unless link['instances'].is_a?(Array)
+
+      link['instances'].each_with_index do |instance, i|
+        raise InputError, "link '#{name}' instance #{i} must be a hash" unless instance.is_a?(Hash)
+
+        if instance.key?('properties')
+          raise InputError, "link '#{name}' instance #{i} has 'properties': the Director never sends " \
+                            'per-instance properties (deployment_plan/links/link.rb Link#spec)'
+        end
+        extra = instance.keys - LINK_INSTANCE_KEYS
+        raise InputError, "link '#{name}' instance #{i} has unknown keys: #{extra.join(', ')}" unless extra.empty?
+      end
+      link
+    end
+
+    def dns_encoder
+      dns = @input['dns'] || {}
+      raise InputError, "'dns' must be a hash" unless dns.is_a?(Hash)
+
+      azs = dns['azs'] || {}
+      unless azs.is_a?(Hash) && azs.values.all? { |n| n.is_a?(Integer) }
+        raise InputError, "'dns.azs' must map AZ names to numbers"
+      end
+
+      DnsEncoder.new(azs)
     end
 
     def template_spec(properties, links)

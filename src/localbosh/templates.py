@@ -10,6 +10,7 @@ program with an argv list, and turns its answer into Python values or a
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import subprocess
 from collections.abc import Iterable
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 RENDERER = Path(__file__).with_name("render_template.rb")
+LOG = logging.getLogger(__name__)
 
 # Generous: rendering a job takes well under a second, but a loaded CI machine
 # must not turn into a flaky failure, and a hung Ruby must not hang the suite.
@@ -110,7 +112,13 @@ class InstanceSpec:
 
 @dataclass(frozen=True)
 class LinkInstance:
-    """One instance of a consumed link; defaults follow the test helper's ``LinkInstance``."""
+    """One instance of a consumed link; defaults follow the test helper's ``LinkInstance``.
+
+    These are all the fields a template can read: the Director sends no per-instance
+    properties (``deployment_plan/links/link.rb`` ``Link#spec``). ``address`` is the
+    instance's IP unless the deployment's ``features.use_dns_addresses`` asks for
+    DNS names (``network_settings.rb`` ``link_network_address``).
+    """
 
     name: str = "i-name"
     id: str = "jkl8098"
@@ -118,10 +126,9 @@ class LinkInstance:
     az: str | None = "az4"
     address: str = "link.instance.fake.example.com"
     bootstrap: bool = False
-    properties: Mapping[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        data: dict[str, Any] = {
+        return {
             "name": self.name,
             "id": self.id,
             "index": self.index,
@@ -129,28 +136,41 @@ class LinkInstance:
             "address": self.address,
             "bootstrap": self.bootstrap,
         }
-        if self.properties is not None:
-            data["properties"] = _plain(self.properties)
-        return data
 
 
 @dataclass(frozen=True)
 class Link:
-    """A consumed link as templates see it.
+    """A consumed link as the Director hands it to templates (``Link#spec``, filtered
+    by ``TemplateSpec#spec``).
 
-    ``properties`` are the provider's exported properties (nested). ``address``
-    is what ``link(...).address`` returns; without it that call raises
-    NotImplementedError, because only a Director can encode a link's DNS query.
+    ``properties`` are the provider's exported properties (nested). The provider's
+    ``instance_group``, ``default_network``, ``deployment_name`` and ``domain`` make
+    ``link(...).address``: the DNS query ``q-s0.<group>.<network>.<deployment>.<domain>``
+    (``dns/dns_encoder.rb``). ``address`` is set for manual links only (a manifest's
+    ``consumes: {x: {instances: ..., address: ...}}``), and is then what
+    ``link(...).address`` returns.
     """
 
     instances: Sequence[LinkInstance] = ()
     properties: Mapping[str, Any] = field(default_factory=dict)
+    instance_group: str = "i-name"
+    default_network: str = "default"
+    deployment_name: str = "my-deployment"
+    domain: str = "bosh"
+    use_short_dns_addresses: bool = False
+    use_link_dns_names: bool = False
     address: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {
             "instances": [i.to_dict() for i in self.instances],
             "properties": _plain(self.properties),
+            "instance_group": self.instance_group,
+            "default_network": self.default_network,
+            "deployment_name": self.deployment_name,
+            "domain": self.domain,
+            "use_short_dns_addresses": self.use_short_dns_addresses,
+            "use_link_dns_names": self.use_link_dns_names,
         }
         if self.address is not None:
             data["address"] = self.address
@@ -215,12 +235,16 @@ def render_job(
     links: Mapping[str, Link | Mapping[str, Any]] | None = None,
     *,
     templates: Mapping[str, str] | None = None,
+    az_numbers: Mapping[str, int] | None = None,
 ) -> dict[str, str]:
     """Render every template of the job in ``job_dir``, plus its ``monit`` file.
 
     ``properties`` are the manifest's properties for this job (nested, as in
     the manifest); spec defaults are merged and undeclared ones dropped, as the
     Director does. ``templates`` replaces the spec's source → destination map.
+    ``az_numbers`` are the Director's numbers for AZs, which
+    ``link(...).address(azs: [...])`` encodes. Links the job's spec does not consume
+    are dropped with the Director's warning (logged), as a Director drops them.
     Returns destination path (relative to ``/var/vcap/jobs/<job>``) → content.
     Raises :class:`RenderError` with the Director's message when a template fails.
     """
@@ -230,11 +254,16 @@ def render_job(
         "properties": _plain(properties),
         "spec": _spec_dict(spec),
         "links": {name: _link_dict(link) for name, link in (links or {}).items()},
+        "dns": {"azs": dict(az_numbers or {})},
     }
     if templates is not None:
         request["templates"] = dict(templates)
     proc = _run(request)
     if proc.returncode == 0:
+        if proc.stderr.strip():
+            # The Director's planning warnings, and whatever templates printed: on a
+            # Director both land in its log.
+            LOG.warning("%s: %s", Path(job_dir).name, proc.stderr.strip())
         rendered = json.loads(proc.stdout)
         if not isinstance(rendered, dict):
             raise RendererFailedError(f"{RENDERER.name} answered {rendered!r}, not an object")
