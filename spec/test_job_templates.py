@@ -5,7 +5,6 @@ config.json is JSON the config loader accepts, bin/* are scripts."""
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import pytest
 
@@ -18,56 +17,14 @@ from localbosh.templates import RenderError
 from localbosh.templates import render_job
 from template_specs import EXPECTED_JOBS
 from template_specs import JOBS_DIR
+from template_specs import OPERATOR_VARS
 from template_specs import Case
+from template_specs import assert_renders_usably
 from template_specs import cases
 from template_specs import job_names
-from template_specs import load_job_spec
 from template_specs import manifest_jobs
 from template_specs import manifest_links
 from template_specs import manifest_paths
-
-# Values an operator passes with -v. Variables the manifest declares under
-# `variables:` are generated instead (like the Director's config server), so
-# certificates are real PEM; anything else stays an opaque ((name)) string.
-OPERATOR_VARS = {
-    "deployment_name": "spec-deployment",
-    "aws_region": "eu-west-1",
-    "aws_backup_region": "eu-central-1",
-    "disk_snapshots_release_dir": "/tmp/disk-snapshots",
-    "restore_target": "time:2026-11-29T08:00:00Z",
-    # manifests/local/operations/aws-ebs.yml: the moto server a test starts
-    "aws_endpoint": "http://127.0.0.1:5000",
-    "aws_instance_id": "i-0123456789abcdef0",
-}
-
-
-def assert_renders_usably(job: str, files: dict[str, str], where: str) -> dict[str, Any]:
-    """What every rendering of a job must satisfy; returns the parsed config.json."""
-    from disk_snapshots.config import ConfigError
-    from disk_snapshots.config import load_config
-
-    spec = load_job_spec(job)
-    assert set(files) == {*spec["templates"].values(), "monit"}, where
-    for src, dest in spec["templates"].items():
-        if dest.startswith("bin/"):
-            # The kernel reads the interpreter from the first two bytes: no ERB
-            # line, blank line or BOM may come before the shebang.
-            source = (JOBS_DIR / job / "templates" / src).read_text()
-            assert source.startswith("#!"), f"{where}: jobs/{job}/templates/{src} line 1"
-            assert files[dest].startswith("#!"), f"{where}: rendered {dest} line 1"
-    try:
-        config = json.loads(files["config/config.json"])
-    except json.JSONDecodeError as err:
-        pytest.fail(
-            f"{where}: config/config.json is not JSON: {err}\n{files['config/config.json']}"
-        )
-    assert config["job"] == job, where
-    try:
-        load_config(config)
-    except ConfigError as err:
-        pytest.fail(f"{where}: disk_snapshots.config rejects config/config.json: {err}")
-    assert isinstance(config, dict)
-    return config
 
 
 def test_the_release_has_the_four_jobs() -> None:

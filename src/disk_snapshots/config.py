@@ -307,9 +307,15 @@ def _snapshotter(doc: Reader) -> SnapshotterConfig:
 def _spec(spec: Reader) -> InstanceSpec:
     release = spec.get("release")
     disk = spec.get("persistent_disk")
+    name = spec.get("name")
+    deployment = spec.get("deployment").string(allow_empty=False)
     return InstanceSpec(
-        deployment=spec.get("deployment").string(allow_empty=False),
-        name=spec.get("name").string(allow_empty=False),
+        deployment=deployment,
+        # `bosh create-env` renders without spec.name or spec.release (bosh-cli
+        # templatescompiler/job_evaluation_context.go RootContext has neither), and
+        # allows one instance group per deployment (deployment/manifest/validator.go
+        # "jobs must be of size 1"): there the deployment's name names the group.
+        name=deployment if name.missing else name.string(allow_empty=False),
         index=spec.get("index").integer(minimum=0),
         id=spec.get("id").string(allow_empty=False),
         az=spec.get("az").string() if not spec.get("az").missing else "",
@@ -317,8 +323,8 @@ def _spec(spec: Reader) -> InstanceSpec:
         address=spec.get("address").string(allow_empty=False),
         # The Director omits persistent_disk for groups with named disks.
         persistent_disk=0 if disk.missing else disk.integer(minimum=0),
-        release_name=release.get("name").string(),
-        release_version=release.get("version").string(),
+        release_name="" if release.missing else release.get("name").string(),
+        release_version="" if release.missing else release.get("version").string(),
     )
 
 
