@@ -247,7 +247,12 @@ def _link_from(
         )
         for s in provider.instance_specs()
     ]
-    return Link(instances=instances, properties=exported)
+    return Link(
+        instances=instances,
+        properties=exported,
+        instance_group=str(group["name"]),
+        deployment_name=str(entry.deployment.get("name")),
+    )
 
 
 def _lookup(props: Mapping[str, Any], dotted: str) -> Any:

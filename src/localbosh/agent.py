@@ -81,8 +81,17 @@ Log = Callable[[str], None]
 
 
 class Agent:
-    def __init__(self, fs_root: Path, ns: Namespace, ident: Identity, monit_password: str) -> None:
+    def __init__(
+        self,
+        fs_root: Path,
+        ns: Namespace,
+        ident: Identity,
+        monit_password: str,
+        hosts_file: Path | None = None,
+    ) -> None:
         self.fs_root = fs_root
+        # The deployment's names (localbosh.dns), seen as /etc/hosts on this VM.
+        self.hosts_file = hosts_file
         self.root = fs_root / "var" / "vcap"  # bound onto /var/vcap inside the namespace
         self.ns = ns
         self.ident = ident
@@ -135,6 +144,13 @@ class Agent:
             ],
             what="mounting the sys/run tmpfs",
         )
+        if self.hosts_file is not None:
+            if not self.hosts_file.exists():
+                self.hosts_file.write_text(Path("/etc/hosts").read_text())
+            self.ns.run(
+                ["mount", "--bind", str(self.hosts_file), "/etc/hosts"],
+                what=f"binding {self.hosts_file} onto /etc/hosts",
+            )
         self.monit.start_daemon()
 
     def delete_vm(self) -> None:

@@ -21,6 +21,8 @@ import yaml
 
 from localbosh.agent import Identity
 from localbosh.agent import RenderedJob
+from localbosh.dns import DOMAIN as DNS_DOMAIN
+from localbosh.dns import NETWORK as DNS_NETWORK
 from localbosh.templates import InstanceSpec
 from localbosh.templates import render_job
 
@@ -295,6 +297,9 @@ def link_properties(provider: Provider) -> dict[str, Any]:
 
 
 def link_for_template(provider: Provider, instances: Sequence[Identity]) -> dict[str, Any]:
+    """The link as the Director's TemplateSpec passes it (deployment_plan/links/link.rb
+    Link#spec): instance addresses are IPs (no features.use_dns_addresses), and
+    link(...).address is the provider group's DNS query, which localbosh.dns resolves."""
     members = [i for i in instances if i.group == provider.group]
     return {
         "instances": [
@@ -309,8 +314,12 @@ def link_for_template(provider: Provider, instances: Sequence[Identity]) -> dict
             for i in members
         ],
         "properties": link_properties(provider),
-        # A Director gives a DNS query name; without DNS, the first member's address.
-        "address": members[0].address if members else None,
+        "instance_group": provider.group,
+        "default_network": DNS_NETWORK,
+        "deployment_name": members[0].deployment if members else "",
+        "domain": DNS_DOMAIN,
+        "use_short_dns_addresses": False,
+        "use_link_dns_names": False,
     }
 
 
@@ -328,12 +337,14 @@ def instance_spec(ident: Identity, group: Group, job: GroupJob) -> dict[str, Any
         address=ident.address,
         ip=ident.address,
         networks={
-            "default": {
+            DNS_NETWORK: {
                 "ip": ident.address,
                 "netmask": "255.0.0.0",
                 "gateway": "127.0.0.1",
                 "default": ["dns", "gateway"],
-                "dns_record_name": f"{ident.index}.{ident.group}.default.{ident.deployment}.bosh",
+                "dns_record_name": (
+                    f"{ident.index}.{ident.group}.{DNS_NETWORK}.{ident.deployment}.{DNS_DOMAIN}"
+                ),
             }
         },
         persistent_disk=group.persistent_disk,
@@ -348,6 +359,7 @@ def render_instance(
     group: Group,
     links: Mapping[tuple[str, str], Mapping[str, Provider | None]],
     all_instances: Sequence[Identity],
+    az_numbers: Mapping[str, int] | None = None,
 ) -> list[RenderedJob]:
     rendered = []
     for job in group.jobs:
@@ -357,7 +369,11 @@ def render_instance(
             if p is not None
         }
         files = render_job(
-            job.spec.dir, job.properties, instance_spec(ident, group, job), tmpl_links
+            job.spec.dir,
+            job.properties,
+            instance_spec(ident, group, job),
+            tmpl_links,
+            az_numbers=az_numbers,
         )
         digest = hashlib.sha1(  # noqa: S324 (a content fingerprint, as BOSH uses sha1)
             json.dumps(files, sort_keys=True).encode()

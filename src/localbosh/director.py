@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 from typing import TextIO
 
+from localbosh import dns
 from localbosh import plan
 from localbosh.agent import Agent
 from localbosh.agent import AgentError
@@ -129,6 +130,7 @@ class Director:
             Namespace(self.layout.ns_file(dep.name, inst.id)),
             ident,
             dep.monit_password,
+            hosts_file=self.layout.deployment(dep.name) / "hosts",
         )
 
     def load(self, name: str) -> DeploymentState:
@@ -178,6 +180,9 @@ class Director:
         """Instance id -> (rendered jobs, the spec the agent will have applied)."""
         links = resolve_links(groups)
         idents = [self.agent(dep, i).ident for i in dep.instances]
+        azs = dns.az_numbers(g.azs for g in groups)
+        # Like the Director publishing DNS records at deploy, before instances update.
+        dns.publish(self.layout.deployment(dep.name) / "hosts", idents, azs)
         by_name = {g.name: g for g in groups}
         out = {}
         for inst in dep.instances:
@@ -185,7 +190,7 @@ class Director:
             if group is None:
                 continue
             ident = self.agent(dep, inst).ident
-            jobs = render_instance(ident, group, links, idents)
+            jobs = render_instance(ident, group, links, idents, azs)
             pkgs = package_fingerprints(jobs, group)
             applied = plan.AppliedSpec(
                 jobs=tuple(j.name for j in jobs),

@@ -1,8 +1,9 @@
 #!/usr/bin/env ruby
 # frozen_string_literal: true
 
-# Renders one BOSH job's templates the way the Director does, with Ruby's
-# stdlib only (the bosh-template gem is not installable offline).
+# Renders one BOSH job's templates the way the Director does, with the Ruby on
+# this machine (the Director's gems are not installable offline): its standard
+# library, and ActiveSupport where a template asks for it, as on a Director.
 #
 # The classes below follow cloudfoundry/bosh closely, because templates that
 # render here must render on a real Director and vice versa:

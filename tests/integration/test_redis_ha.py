@@ -75,7 +75,10 @@ def test_writes_to_the_leader_reach_both_data_instances_and_survive_recreate(
     for name in ("redis-data/0", "redis-data/1"):
         assert redis(localbosh, insts[name]["address"], "GET", "greeting") == "hello"
         info = redis(localbosh, insts[name]["address"], "INFO", "replication")
-        assert "role:slave" in info and f"master_host:{leader}" in info
+        # Followers replicate from the leader link's DNS name, as bosh-dns would answer
+        # it; localbosh's hosts file resolves it inside each instance.
+        assert "role:slave" in info and "master_link_status:up" in info
+        assert "master_host:q-s0.redis-leader.default.redis.bosh" in info
 
     # The data lives on the persistent disk, as the agent mounts it.
     store = localbosh.run(
