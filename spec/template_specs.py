@@ -18,8 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
-from localbosh.manifest import apply_ops
-from localbosh.manifest import load_ops
+from localbosh.manifest import interpolate
 from localbosh.templates import InstanceSpec
 from localbosh.templates import Link
 from localbosh.templates import LinkInstance
@@ -96,12 +95,8 @@ class Case:
         return self.manifest.stem + (f"+{self.ops.stem}" if self.ops else "")
 
     def document(self) -> dict[str, Any]:
-        """The manifest with the ops file applied; ((vars)) stay as written."""
-        doc: Any = yaml.safe_load(self.manifest.read_text())
-        if self.ops is not None:
-            doc = apply_ops(doc, load_ops(self.ops))
-        assert isinstance(doc, dict), f"{self.label}: not a YAML mapping"
-        return doc
+        """The manifest with the ops file applied by `bosh int`; ((vars)) stay as written."""
+        return interpolate(self.manifest, [self.ops] if self.ops else [])
 
 
 def cases() -> list[Case]:

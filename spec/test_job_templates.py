@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from localbosh.manifest import OpsError
+from localbosh.manifest import InterpolationError
 from localbosh.manifest import interpolate
 from localbosh.templates import InstanceSpec
 from localbosh.templates import Link
@@ -112,10 +112,10 @@ def test_example_manifests_exist() -> None:
 def test_renders_with_every_manifest(case: Case, tmp_path_factory: pytest.TempPathFactory) -> None:
     try:
         raw = case.document()
-    except OpsError as err:
+    except InterpolationError as err:
         pytest.skip(f"{case.label}: the ops file does not apply to this manifest: {err}")
     store = tmp_path_factory.mktemp("vars") / "vars-store.yml"
-    doc = interpolate(raw, variables=OPERATOR_VARS, vars_store=store)
+    doc = interpolate(raw, var_kvs=[f"{k}={v}" for k, v in OPERATOR_VARS.items()], vars_store=store)
     entries = manifest_jobs(doc, case.label)
     if not entries and case.ops is not None:
         pytest.skip(f"{case.label}: the ops file removes every disk-snapshots job")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from localbosh.manifest import OpsError
+from localbosh.manifest import InterpolationError
 from localbosh.templates import undeclared_properties
 from template_specs import Case
 from template_specs import cases
@@ -20,7 +20,7 @@ from template_specs import undeclared_in_manifest
 def test_manifest_sets_only_declared_properties(case: Case) -> None:
     try:
         doc = case.document()
-    except OpsError as err:
+    except InterpolationError as err:
         pytest.skip(f"{case.label}: the ops file does not apply to this manifest: {err}")
     problems = undeclared_in_manifest(doc, case.label)
     if case.ops is not None:

@@ -9,18 +9,17 @@ import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
+from localbosh.boshcli import BoshCliError
 from localbosh.director import Director
 from localbosh.director import DirectorError
 from localbosh.director import ErrandResult
 from localbosh.manifest import InterpolationError
-from localbosh.manifest import interpolate_preferring_cli
-from localbosh.manifest import parse_var_kv
+from localbosh.manifest import interpolate
 from localbosh.namespace import CommandError
+from localbosh.release import ReleaseError
 from localbosh.state import Layout
 from localbosh.state import LockError
 from localbosh.state import home
-
-ENGINES = {"bosh": "the bosh CLI (bosh int)", "python": "localbosh.manifest (no bosh CLI on PATH)"}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -110,25 +109,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.verb == "deploy":
             name = _need_deployment(args)
-            variables = dict(parse_var_kv(v) for v in args.var)
             # Generated variables must survive redeploys, as in a Director's config
             # server: without --vars-store they live in the deployment's state dir.
             vars_store = args.vars_store or layout.deployment(name) / "vars-store.yml"
-            vars_store.parent.mkdir(parents=True, exist_ok=True)
-            # The real `bosh int` when it is on PATH, so a manifest means here what it
-            # means to the bosh CLI; this package's interpolation otherwise.
-            interpolated = interpolate_preferring_cli(
+            # The real `bosh int`, so a manifest means here what it means to the bosh CLI.
+            manifest = interpolate(
                 args.manifest,
-                ops_files=list(args.ops_file),
-                variables=variables,
-                vars_store=vars_store,
+                list(args.ops_file),
+                var_kvs=list(args.var),
                 vars_files=list(args.vars_file),
+                vars_store=vars_store,
             )
-            print(f"Interpolated the manifest with {ENGINES[interpolated.engine]}")
+            print("Interpolated the manifest with bosh int")
             print(f"Using deployment '{name}'")
             director.deploy(
                 name,
-                interpolated.manifest,
+                manifest,
                 args.manifest.resolve().parent,
                 recreate=args.recreate,
                 skip_drain=args.skip_drain,
@@ -183,7 +179,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"\n{len(names)} deployments\n\nSucceeded")
         elif args.verb == "clean-up":
             director.clean_up()
-    except (DirectorError, LockError, InterpolationError, CommandError) as exc:
+    except (
+        DirectorError,
+        LockError,
+        InterpolationError,
+        BoshCliError,
+        ReleaseError,
+        CommandError,
+    ) as exc:
         print(f"Error: {exc}", file=sys.stderr)
         print("\nExit code 1", file=sys.stderr)
         return 1

@@ -1,7 +1,8 @@
 """Compiled packages for instances: dev release tarball, compile (cached), lay out.
 
-Thin glue over `localbosh.release.build_release` and `localbosh.compile`; jobs
-without packages (the test fixtures) never touch either.
+Thin glue over `localbosh.release.build_release` (the real `bosh create-release`)
+and `localbosh.compile`; jobs without packages (the test fixtures) never touch
+either.
 """
 
 from __future__ import annotations

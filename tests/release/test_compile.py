@@ -151,7 +151,7 @@ def test_agent_contract(tmp_path: Path) -> None:
             "lonely": ([], RECORD),
         },
     )
-    tarball = build_release(release, tmp_path / "out", builder="python")
+    tarball = build_release(release, tmp_path / "out")
     cache = tmp_path / "cache"
     compiled = compile_release(tarball, cache)
     assert list(compiled) == ["base", "lonely", "middle", "top"]
@@ -184,7 +184,7 @@ def test_failed_compile_leaves_no_cache_entry(tmp_path: Path) -> None:
             "bad": (["good"], 'echo "partial" > "$BOSH_INSTALL_TARGET/half"\nfalse\n'),
         },
     )
-    tarball = build_release(release, tmp_path / "out", builder="python")
+    tarball = build_release(release, tmp_path / "out")
     cache = tmp_path / "cache"
     with pytest.raises(CompileError, match="compiling package 'bad' failed"):
         compile_release(tarball, cache)
@@ -197,14 +197,12 @@ def test_failed_compile_leaves_no_cache_entry(tmp_path: Path) -> None:
 def test_dependency_key_changes_with_dependencies(tmp_path: Path) -> None:
     spec = {"base": ([], RECORD), "top": (["base"], RECORD)}
     one = compile_release(
-        build_release(make_release(tmp_path / "a", spec), tmp_path / "o1", builder="python"),
+        build_release(make_release(tmp_path / "a", spec), tmp_path / "o1"),
         tmp_path / "cache",
     )
     changed = make_release(tmp_path / "b", spec)
     (changed / "src" / "base" / "input.txt").write_text("base v2\n")
-    two = compile_release(
-        build_release(changed, tmp_path / "o2", builder="python"), tmp_path / "cache"
-    )
+    two = compile_release(build_release(changed, tmp_path / "o2"), tmp_path / "cache")
     assert two["top"].fingerprint == one["top"].fingerprint
     assert two["top"].key != one["top"].key  # recompiled against the new base
     assert not two["top"].cached

@@ -95,18 +95,6 @@ def check_templates_listed(root: Path) -> list[str]:
     return errors
 
 
-def check_job_names(root: Path) -> list[str]:
-    errors: list[str] = []
-    for job in _jobs(root):
-        name = _spec(job).get("name")
-        if name != job.name:
-            errors.append(
-                f"{_rel(root, job / 'spec')}: name '{name}' does not match the directory "
-                f"'{job.name}'"
-            )
-    return errors
-
-
 def check_spec_keys(root: Path) -> list[str]:
     errors: list[str] = []
     for job in _jobs(root):
@@ -171,13 +159,10 @@ def _package_deps(root: Path) -> dict[str, list[str]]:
     return deps
 
 
-def check_packages_exist(root: Path) -> list[str]:
+def check_package_names(root: Path) -> list[str]:
+    """The CLI names a package by its spec and never compares that with the directory."""
     errors: list[str] = []
-    deps = _package_deps(root)
     for package in _packages(root):
-        for required in ("spec", "packaging"):
-            if not (package / required).is_file():
-                errors.append(f"{_rel(root, package)}: no {required} file")
         spec_path = package / "spec"
         if spec_path.is_file():
             name = (_yaml(spec_path) or {}).get("name")
@@ -185,19 +170,6 @@ def check_packages_exist(root: Path) -> list[str]:
                 errors.append(
                     f"{_rel(root, spec_path)}: name '{name}' does not match the directory "
                     f"'{package.name}'"
-                )
-        for dep in deps[package.name]:
-            if dep not in deps:
-                errors.append(
-                    f"{_rel(root, spec_path)}: dependencies: package '{dep}' does not exist "
-                    f"(no packages/{dep})"
-                )
-    for job in _jobs(root):
-        for name in _spec(job).get("packages") or []:
-            if name not in deps:
-                errors.append(
-                    f"{_rel(root, job / 'spec')}: packages: '{name}' does not exist "
-                    f"(no packages/{name})"
                 )
     return errors
 
@@ -220,64 +192,6 @@ def check_no_dependency_cycle(root: Path) -> list[str]:
 
     for name in sorted(deps):
         visit(name, [])
-    return errors
-
-
-def _glob_regex(pattern: str) -> re.Pattern[str]:
-    """bosh's file globs: `*` and `?` stay within a directory, `**/` spans any depth."""
-    out = ""
-    i = 0
-    while i < len(pattern):
-        if pattern.startswith("**/", i):
-            out += "(?:.*/)?"
-            i += 3
-        elif pattern.startswith("**", i):
-            out += ".*"
-            i += 2
-        elif pattern[i] == "*":
-            out += "[^/]*"
-            i += 1
-        elif pattern[i] == "?":
-            out += "[^/]"
-            i += 1
-        elif pattern[i] == "[":
-            end = pattern.find("]", i)
-            if end == -1:
-                out += re.escape(pattern[i])
-                i += 1
-            else:
-                out += "[" + pattern[i + 1 : end].replace("\\", "\\\\") + "]"
-                i = end + 1
-        else:
-            out += re.escape(pattern[i])
-            i += 1
-    return re.compile(out + r"\Z")
-
-
-def check_package_files_match(root: Path) -> list[str]:
-    """Every `files:` glob matches a file in src/ or a blob recorded in config/blobs.yml.
-
-    Blobs need not be downloaded: blobs.yml is what create-release would fetch them from.
-    """
-    src = root / "src"
-    candidates = (
-        [str(p.relative_to(src)) for p in src.rglob("*") if p.is_file()] if src.is_dir() else []
-    )
-    blobs_yml = root / "config" / "blobs.yml"
-    blobs = _yaml(blobs_yml) if blobs_yml.is_file() else {}
-    candidates += [str(k) for k in (blobs or {})]
-    errors: list[str] = []
-    for package in _packages(root):
-        spec_path = package / "spec"
-        if not spec_path.is_file():
-            continue
-        for pattern in (_yaml(spec_path) or {}).get("files") or []:
-            regex = _glob_regex(str(pattern))
-            if not any(regex.match(c) for c in candidates):
-                errors.append(
-                    f"{_rel(root, spec_path)}: files: '{pattern}' matches nothing in src/ "
-                    "or config/blobs.yml"
-                )
     return errors
 
 
@@ -382,13 +296,11 @@ def check_erb_compiles(root: Path) -> list[str]:
 
 CHECKS: dict[str, Check] = {
     "templates-listed": check_templates_listed,
-    "job-names": check_job_names,
     "spec-keys": check_spec_keys,
     "properties-documented": check_properties_documented,
     "monit-files": check_monit_files,
-    "packages-exist": check_packages_exist,
+    "package-names": check_package_names,
     "no-dependency-cycle": check_no_dependency_cycle,
-    "package-files-match": check_package_files_match,
     "bin-templates": check_bin_templates,
     "config-templates": check_config_templates,
     "erb-compiles": check_erb_compiles,
@@ -465,15 +377,6 @@ def test_template_not_listed(release: Path) -> None:
     )
 
 
-def test_job_name_mismatch(release: Path) -> None:
-    edit_spec(release / "jobs/restore/spec", lambda s: s.update(name="restorer"))
-    fires(
-        check_job_names,
-        release,
-        "jobs/restore/spec: name 'restorer' does not match the directory 'restore'",
-    )
-
-
 def test_unknown_spec_key(release: Path) -> None:
     edit_spec(release / "jobs/restore/spec", lambda s: s.update(templtes={}))
     fires(
@@ -541,29 +444,6 @@ def test_missing_monit(release: Path) -> None:
     )
 
 
-def test_job_package_missing(release: Path) -> None:
-    edit_spec(release / "jobs/restore/spec", lambda s: s["packages"].append("python2"))
-    fires(
-        check_packages_exist,
-        release,
-        "jobs/restore/spec: packages: 'python2' does not exist (no packages/python2)",
-    )
-
-
-def test_package_dependency_missing(release: Path) -> None:
-    edit_spec(release / "packages/python-deps/spec", lambda s: s["dependencies"].append("gcc"))
-    fires(
-        check_packages_exist,
-        release,
-        "packages/python-deps/spec: dependencies: package 'gcc' does not exist (no packages/gcc)",
-    )
-
-
-def test_package_without_packaging(release: Path) -> None:
-    (release / "packages/python3/packaging").unlink()
-    fires(check_packages_exist, release, "packages/python3: no packaging file")
-
-
 def test_dependency_cycle(release: Path) -> None:
     edit_spec(
         release / "packages/python3/spec", lambda s: s.update(dependencies=["disk-snapshots"])
@@ -571,42 +451,6 @@ def test_dependency_cycle(release: Path) -> None:
     errors = check_no_dependency_cycle(release)
     assert any("dependency cycle" in e and "python3 -> disk-snapshots" in e for e in errors), errors
     assert errors[0].startswith("packages/")
-
-
-def test_files_glob_matches_nothing(release: Path) -> None:
-    edit_spec(
-        release / "packages/disk-snapshots/spec", lambda s: s["files"].append("disk_snapshot/**/*")
-    )
-    fires(
-        check_package_files_match,
-        release,
-        "packages/disk-snapshots/spec: files: 'disk_snapshot/**/*' matches nothing in src/ "
-        "or config/blobs.yml",
-    )
-
-
-def test_blob_glob_needs_blobs_yml_entry(release: Path) -> None:
-    blobs = _yaml(release / "config/blobs.yml") or {}
-    blob = next(iter(blobs), None)
-    if blob is None:
-        pytest.skip("config/blobs.yml lists no blobs yet")
-    (release / "config/blobs.yml").write_text(
-        yaml.safe_dump({k: v for k, v in blobs.items() if k != blob})
-    )
-    owner = next(p for p in _packages(release) if blob in (p / "spec").read_text())
-    fires(
-        check_package_files_match,
-        release,
-        f"packages/{owner.name}/spec: files: '{blob}' matches nothing in src/ or config/blobs.yml",
-    )
-
-
-def test_glob_semantics() -> None:
-    assert _glob_regex("a/**/*").match("a/b/c/d.py")
-    assert _glob_regex("a/**/*").match("a/d.py")
-    assert not _glob_regex("a/*").match("a/b/c.py")
-    assert _glob_regex("a/*.tar.[gx]z").match("a/p-1.tar.xz")
-    assert not _glob_regex("a/?").match("a/bc")
 
 
 def test_bin_template_without_shebang(release: Path) -> None:
@@ -654,3 +498,12 @@ def test_erb_syntax_error(release: Path) -> None:
     assert len(errors) == 1, errors
     assert errors[0].startswith("jobs/restore: ERB does not compile: ")
     assert "config.json.erb" in errors[0]
+
+
+def test_package_name_mismatch(release: Path) -> None:
+    edit_spec(release / "packages/python3/spec", lambda s: s.update(name="python"))
+    fires(
+        check_package_names,
+        release,
+        "packages/python3/spec: name 'python' does not match the directory 'python3'",
+    )
