@@ -1,11 +1,13 @@
 """The real bosh CLI, the one implementation of what the CLI does.
 
 Found the way scripts/bootstrap installs it: `bosh` on PATH first, else the one
-bootstrap put beside this venv's Python (.venv/bin/bosh). Every call runs the
+bootstrap put into this checkout's .venv/bin. Every call runs the
 way reference/packaging-and-style.md §1.6 says: `-n` (never prompt), `--json`
 (the CLI's own machine-readable output: `Blocks` for what it prints, `Lines`
 for messages and errors), and a throw-away HOME, because the CLI keeps a cache
 and config under ~/.bosh that a run must neither read nor leave behind.
+
+Standard library only: scripts/update-blobs imports it before any venv exists.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 from collections.abc import Mapping
 from collections.abc import Sequence
@@ -23,6 +24,9 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["BoshCliError", "Output", "find", "run"]
+
+# Where scripts/bootstrap installs the CLI when none is on PATH.
+BOOTSTRAPPED = Path(__file__).resolve().parents[2] / ".venv" / "bin" / "bosh"
 
 # create-release of a release with a CPython source blob takes seconds; anything
 # near this means the CLI hangs (a prompt despite -n, a stuck git).
@@ -47,11 +51,10 @@ def find() -> str:
     on_path = shutil.which("bosh")
     if on_path is not None:
         return on_path
-    beside = Path(sys.executable).parent / "bosh"
-    if os.access(beside, os.X_OK):
-        return str(beside)
+    if os.access(BOOTSTRAPPED, os.X_OK):
+        return str(BOOTSTRAPPED)
     raise BoshCliError(
-        f"the bosh CLI is neither on PATH nor at {beside}: run scripts/bootstrap "
+        f"the bosh CLI is neither on PATH nor at {BOOTSTRAPPED}: run scripts/bootstrap "
         "(it installs bosh 7.10.6), or put bosh on PATH"
     )
 

@@ -5,7 +5,6 @@ with ops files and variables is the CLI's business and is not re-tested here."""
 from __future__ import annotations
 
 import stat
-import sys
 from pathlib import Path
 
 import pytest
@@ -64,22 +63,21 @@ def test_the_cli_gets_a_temporary_home(tmp_path: Path, monkeypatch: pytest.Monke
 
 def test_a_missing_cli_says_how_to_get_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))
-    monkeypatch.setattr(sys, "executable", str(tmp_path / "venv" / "bin" / "python"))
+    monkeypatch.setattr(boshcli, "BOOTSTRAPPED", tmp_path / "venv" / "bin" / "bosh")
     with pytest.raises(boshcli.BoshCliError, match=r"run scripts/bootstrap"):
         boshcli.find()
     with pytest.raises(InterpolationError, match=r"neither on PATH nor at .*/venv/bin/bosh"):
         interpolate({"a": 1})
 
 
-def test_the_cli_beside_the_venvs_python_is_found(
+def test_the_bootstrapped_cli_is_found_without_path(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # scripts/localbosh runs .venv/bin/python without .venv/bin on PATH.
-    real = boshcli.find()
-    venv_bin = tmp_path / "venv" / "bin"
-    venv_bin.mkdir(parents=True)
-    (venv_bin / "bosh").symlink_to(real)
+    venv_bosh = tmp_path / "venv" / "bin" / "bosh"
+    venv_bosh.parent.mkdir(parents=True)
+    venv_bosh.symlink_to(boshcli.find())
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
-    monkeypatch.setattr(sys, "executable", str(venv_bin / "python"))
-    assert boshcli.find() == str(venv_bin / "bosh")
+    monkeypatch.setattr(boshcli, "BOOTSTRAPPED", venv_bosh)
+    assert boshcli.find() == str(venv_bosh)
     assert interpolate({"a": "((b))"}, var_kvs=["b=c"]) == {"a": "c"}
