@@ -5,7 +5,8 @@ out, a misspelled spec key is ignored, ERB is never parsed, a property without a
 description or default passes, and a package dependency cycle is accepted. Each check
 here is a function of a release directory, so the tests below can run it against the
 repository and against broken copies to prove that it fires, with a message that
-names the file and the thing.
+names the file and the thing. What the CLI does check (job directory vs name, package
+dependencies, `files:` globs) is left to it: the bosh-cli tier builds the release.
 """
 
 from __future__ import annotations
