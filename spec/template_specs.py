@@ -94,6 +94,11 @@ class Case:
     def id(self) -> str:
         return self.manifest.stem + (f"+{self.ops.stem}" if self.ops else "")
 
+    @property
+    def removes_our_jobs(self) -> bool:
+        """The local deployment's ops file that brings Redis up without the snapshotter."""
+        return self.ops is not None and self.ops.name == "without-snapshotter.yml"
+
     def document(self) -> dict[str, Any]:
         """The manifest with the ops file applied by `bosh int`; ((vars)) stay as written."""
         return interpolate(self.manifest, [self.ops] if self.ops else [])
