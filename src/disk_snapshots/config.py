@@ -56,6 +56,8 @@ FOLLOWER_MODES = ("resync", "restore")
 _NAME = r"[a-z0-9][a-z0-9_-]{0,62}"
 _MONIT_NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]*"
 _SET_ID = r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}"
+# A host name, an IP address, or the directory of a Unix socket (psql --host takes each).
+_HOST = r"[A-Za-z0-9][A-Za-z0-9.:-]*|/[A-Za-z0-9_./-]*"
 _INSTANCE_KEY = r"[A-Za-z0-9_-]+/[A-Za-z0-9-]+"
 # Provider ids (snap-0123..., loopback ids); never used to build a path unchecked.
 _SNAPSHOT_ID = r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,255}"
@@ -91,6 +93,7 @@ class RedisSettings:
 
 @dataclass(frozen=True)
 class PostgresSettings:
+    host: str  # empty: the instance's address
     port: int
     user: str
     database: str
@@ -309,6 +312,7 @@ def _spec(spec: Reader) -> InstanceSpec:
     disk = spec.get("persistent_disk")
     name = spec.get("name")
     deployment = spec.get("deployment").string(allow_empty=False)
+    index = spec.get("index").integer(minimum=0)
     return InstanceSpec(
         deployment=deployment,
         # `bosh create-env` renders without spec.name or spec.release (bosh-cli
@@ -316,8 +320,13 @@ def _spec(spec: Reader) -> InstanceSpec:
         # allows one instance group per deployment (deployment/manifest/validator.go
         # "jobs must be of size 1"): there the deployment's name names the group.
         name=deployment if name.missing else name.string(allow_empty=False),
-        index=spec.get("index").integer(minimum=0),
-        id=spec.get("id").string(allow_empty=False),
+        index=index,
+        # There spec.id is a new random UUID on every render (RootContext.MarshalJSON,
+        # uuidGen.Generate) and the agent's /var/vcap/instance/id holds "0": neither
+        # names the instance from one create-env to the next. Its one instance is
+        # <deployment>/<index>, so that is its id: retention, the schedule's jitter and
+        # the catalog keep matching it after a re-deploy or on a VM with a new disk.
+        id=f"{deployment}-{index}" if name.missing else spec.get("id").string(allow_empty=False),
         az=spec.get("az").string() if not spec.get("az").missing else "",
         bootstrap=spec.get("bootstrap").boolean(),
         address=spec.get("address").string(allow_empty=False),
@@ -384,6 +393,7 @@ def _service(service: Reader) -> ServiceConfig:
             password=redis.get("password").string(),
         ),
         postgres=PostgresSettings(
+            host=postgres.get("host").check(_host, ""),
             port=postgres.get("port").integer(minimum=1, maximum=65535),
             user=postgres.get("user").string(allow_empty=False),
             database=postgres.get("database").string(allow_empty=False),
@@ -393,6 +403,16 @@ def _service(service: Reader) -> ServiceConfig:
         import_pre_start=tuple(c.argv() for c in imports.get("pre_start").items()),
         import_post_start=tuple(c.argv() for c in imports.get("post_start").items()),
     )
+
+
+def _host(value: Reader) -> str:
+    host = value.string()
+    if host and not re.fullmatch(_HOST, host):
+        raise ValueError(
+            f"{host!r} is not a host name, an IP address or a Unix socket directory "
+            "(an absolute path); empty means this instance's address"
+        )
+    return host
 
 
 def _quiesce(quiesce: Reader) -> QuiesceConfig:

@@ -246,7 +246,7 @@ def make_service(config: ServiceConfig, address: str = "127.0.0.1") -> Service:
         return RedisService(client)
     if config.profile == "postgres":
         pg = config.postgres
-        return PostgresService(address, pg.port, pg.user, pg.database, pg.password)
+        return PostgresService(pg.host or address, pg.port, pg.user, pg.database, pg.password)
     if config.profile == "command":
         c = config.command
         return CommandService(c.role, c.flush, c.resume)

@@ -74,6 +74,11 @@ BAD_SNAPSHOTTER = [
         "snapshotter.service.jobs[0]: 'redis; rm -rf /' does not match",
     ),
     (
+        ("service", "postgres", "host"),
+        "127.0.0.1 -c x",
+        "snapshotter.service.postgres.host: '127.0.0.1 -c x' is not a host name, an IP address",
+    ),
+    (
         ("service", "command", "flush"),
         "redis-cli save",
         "snapshotter.service.command.flush: expected an argv list",
@@ -262,3 +267,37 @@ def test_errand_configs() -> None:
 def test_unknown_job_is_refused() -> None:
     with pytest.raises(ConfigError, match="job: 'redis' is not one of"):
         load_config({"job": "redis"})
+
+
+@pytest.mark.parametrize(
+    ("host", "expected"),
+    [
+        ("", "127.0.0.11"),
+        ("127.0.0.1", "127.0.0.1"),
+        ("/var/run/postgresql", "/var/run/postgresql"),
+    ],
+)
+def test_postgres_host_defaults_to_the_instance_address(host: str, expected: str) -> None:
+    from disk_snapshots.services import PostgresService
+    from disk_snapshots.services import make_service
+
+    doc = snapshotter_doc()
+    doc["properties"]["service"]["profile"] = "postgres"
+    doc["properties"]["service"]["postgres"]["host"] = host
+    config = load_snapshotter_config(doc)
+    service = make_service(config.service, config.spec.address)
+    assert isinstance(service, PostgresService)
+    assert service.host == expected
+
+
+def test_a_create_env_instance_keeps_its_id_from_render_to_render() -> None:
+    # bosh create-env renders without spec.name and with a new random spec.id each time.
+    ids = set()
+    for random_id in ("5a1f0c1e-0000-4000-8000-000000000001", "9b2e-other-render"):
+        doc = snapshotter_doc()
+        del doc["spec"]["name"]
+        doc["spec"].update(deployment="bosh", id=random_id, release=None)
+        ids.add(load_snapshotter_config(doc).spec.id)
+    assert ids == {"bosh-0"}
+    # Under a Director the id it gives is the instance's.
+    assert load_snapshotter_config(snapshotter_doc()).spec.id == snapshotter_doc()["spec"]["id"]
