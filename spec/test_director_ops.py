@@ -11,9 +11,7 @@ Marker `bosh`: these need the real CLI.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +21,8 @@ import yaml
 from disk_snapshots.config import SnapshotterConfig
 from disk_snapshots.config import load_snapshotter_config
 from localbosh.create_env import render_job_create_env
+from localbosh.manifest import InterpolationError
+from localbosh.manifest import interpolate as bosh_int
 from template_specs import JOBS_DIR
 from template_specs import RELEASE_DIR
 
@@ -83,23 +83,14 @@ def interpolate(
     ours: list[str],
     store: Path,
     variables: dict[str, str] = OPERATOR_VARS,
-) -> subprocess.CompletedProcess[str]:
-    argv = ["bosh", "int", str(base / "bosh.yml")]
-    for name in theirs:
-        argv += ["-o", str(base / name)]
-    for name in ours:
-        argv += ["-o", str(OURS / name)]
-    for key, value in variables.items():
-        argv += ["-v", f"{key}={value}"]
-    argv += ["--vars-store", str(store), "--var-errs"]
-    return subprocess.run(
-        argv,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-        # bosh keeps a config in ~/.bosh; a test must not read or leave one.
-        env={**os.environ, "HOME": str(store.parent)},
+) -> dict[str, Any]:
+    """`bosh int bosh.yml -o THEIRS... -o OURS... -v ... --vars-store STORE --var-errs`."""
+    return bosh_int(
+        base / "bosh.yml",
+        [base / name for name in theirs] + [OURS / name for name in ours],
+        var_kvs=[f"{key}={value}" for key, value in variables.items()],
+        vars_store=store,
+        var_errs=True,
     )
 
 
@@ -113,9 +104,7 @@ def director(base: Path, theirs: list[str], ours: list[str], tmp: Path) -> Inter
     key = (*theirs, "--", *ours)
     if key not in _done:
         store = tmp / "creds.yml"
-        proc = interpolate(base, theirs, ours, store)
-        assert proc.returncode == 0, proc.stderr
-        manifest = yaml.safe_load(proc.stdout)
+        manifest = interpolate(base, theirs, ours, store)
         _done[key] = (manifest, yaml.safe_load(store.read_text()), rendered_config(manifest))
     return _done[key]
 
@@ -209,12 +198,12 @@ def test_without_the_release_variables_create_env_names_them(
     bosh_deployment: Path, tmp_path: Path
 ) -> None:
     without = {k: v for k, v in OPERATOR_VARS.items() if not k.startswith("disk_snapshots_")}
-    proc = interpolate(
-        bosh_deployment, ["aws/cpi.yml"], ["snapshotter.yml"], tmp_path / "creds.yml", without
-    )
-    assert proc.returncode != 0
-    assert "disk_snapshots_release_url" in proc.stderr
-    assert "disk_snapshots_release_sha1" in proc.stderr
+    with pytest.raises(InterpolationError) as refused:
+        interpolate(
+            bosh_deployment, ["aws/cpi.yml"], ["snapshotter.yml"], tmp_path / "creds.yml", without
+        )
+    assert "disk_snapshots_release_url" in str(refused.value)
+    assert "disk_snapshots_release_sha1" in str(refused.value)
 
 
 def test_our_ops_files_apply_only_after_snapshotter_yml(
@@ -223,6 +212,6 @@ def test_our_ops_files_apply_only_after_snapshotter_yml(
     # Each changes the snapshotter job that only snapshotter.yml adds: alone, bosh int
     # fails naming it instead of adding a half-configured job.
     for alone in ("aws-ebs.yml", "uaa.yml", "credhub.yml"):
-        proc = interpolate(bosh_deployment, ["aws/cpi.yml"], [alone], tmp_path / f"{alone}.yml")
-        assert proc.returncode != 0, alone
-        assert "name=snapshotter" in proc.stderr, proc.stderr
+        with pytest.raises(InterpolationError) as refused:
+            interpolate(bosh_deployment, ["aws/cpi.yml"], [alone], tmp_path / f"{alone}.yml")
+        assert "name=snapshotter" in str(refused.value), alone
