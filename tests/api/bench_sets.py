@@ -24,14 +24,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-sys.path[:0] = [str(Path(__file__).parent), str(Path(__file__).parents[1])]
-
-from apihelpers import make_tls  # noqa: E402
-from apihelpers import running_cluster  # noqa: E402
-from apihelpers import xfs_pool  # noqa: E402
+sys.path[:0] = [str(Path(__file__).parents[1])]
 
 from disk_snapshots.sets import run_set  # noqa: E402
 from disk_snapshots.snapshotter import Snapshotter  # noqa: E402
+from support.cluster import running_cluster  # noqa: E402
+from support.disks import xfs_pool  # noqa: E402
+from support.tls import make_tls  # noqa: E402
 
 ROUNDS = 7
 TICK = os.sysconf("SC_CLK_TCK")

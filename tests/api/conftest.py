@@ -2,25 +2,24 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from apihelpers import FakeApi
-from apihelpers import FakeMonit
-from apihelpers import Vm
-from apihelpers import fake_snapshotter
-from apihelpers import make_tls
-from apihelpers import running_cluster
-from apihelpers import xfs_pool
 
 from disk_snapshots.agent_client import AgentClient
 from disk_snapshots.api import Agent
 from disk_snapshots.api import serve
 from disk_snapshots.config import TlsConfig
 from disk_snapshots.metrics import Metrics
+from support.cluster import Vm
+from support.cluster import running_cluster
+from support.disks import require_root
+from support.disks import xfs_pool
+from support.fakes import FakeApi
+from support.fakes import FakeMonit
+from support.fakes import fake_snapshotter
+from support.tls import make_tls
 
 
 @pytest.fixture(scope="session")
@@ -50,11 +49,7 @@ def fake_api(tmp_path: Path, tls: TlsConfig) -> Iterator[FakeApi]:
 @pytest.fixture(scope="session")
 def pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A reflink-capable XFS pool on a loop device, like tests/disks' and localbosh's."""
-    if os.geteuid() != 0:
-        pytest.skip("needs root for loop devices, mounts and fsfreeze")
-    for tool in ("mkfs.xfs", "mkfs.ext4", "losetup", "fsfreeze"):
-        if shutil.which(tool) is None:
-            pytest.fail(f"{tool} is missing: scripts/bootstrap installs it")
+    require_root()
     with xfs_pool(tmp_path_factory.mktemp("apipool")) as mountpoint:
         yield mountpoint
 

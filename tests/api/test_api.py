@@ -12,11 +12,6 @@ import warnings
 from pathlib import Path
 
 import pytest
-from apihelpers import FakeApi
-from apihelpers import FakeMonit
-from apihelpers import FakeProvider
-from apihelpers import fake_snapshotter
-from apihelpers import raw_https
 
 from disk_snapshots.agent_client import AgentClient
 from disk_snapshots.agent_client import AgentError
@@ -26,6 +21,11 @@ from disk_snapshots.api import parse_summary
 from disk_snapshots.config import TlsConfig
 from disk_snapshots.daemon import _start_api
 from disk_snapshots.metrics import Metrics
+from support.fakes import FakeApi
+from support.fakes import FakeMonit
+from support.fakes import FakeProvider
+from support.fakes import fake_snapshotter
+from support.tls import raw_https
 
 REFUSED = (ssl.SSLError, ConnectionError)
 

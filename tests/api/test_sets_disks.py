@@ -12,8 +12,6 @@ import time
 from pathlib import Path
 
 import pytest
-from apihelpers import MEMBERS
-from apihelpers import Vm
 
 from disk_snapshots.agent_client import AgentClient
 from disk_snapshots.catalog import Snapshot
@@ -25,9 +23,11 @@ from disk_snapshots.errands import take_snapshot
 from disk_snapshots.metrics import Metrics
 from disk_snapshots.sets import decision_window
 from disk_snapshots.snapshotter import Snapshotter
+from support.cluster import MEMBERS
+from support.cluster import Vm
 
 pytestmark = pytest.mark.root
-LEASE = 3  # quiesce.freeze_timeout in apihelpers.member_doc
+LEASE = 3  # quiesce.freeze_timeout in support.cluster.member_doc
 
 
 def catalog(vm: Vm) -> list[Snapshot]:

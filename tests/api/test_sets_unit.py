@@ -9,9 +9,6 @@ from datetime import UTC
 from datetime import datetime
 
 import pytest
-from apihelpers import MEMBERS
-from apihelpers import make_tls
-from apihelpers import member_doc
 
 from disk_snapshots.agent_client import AgentError
 from disk_snapshots.agent_client import AgentUnreachable
@@ -23,6 +20,9 @@ from disk_snapshots.sets import coordinate
 from disk_snapshots.sets import decide
 from disk_snapshots.sets import members_of
 from disk_snapshots.sets import new_set_id
+from support.cluster import MEMBERS
+from support.cluster import member_doc
+from support.tls import make_tls
 
 A = Member("redis-leader", 0, "a", "127.0.0.2", 2453)
 B = Member("redis-data", 0, "b", "127.0.0.3", 2453)

@@ -31,14 +31,9 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-sys.path[:0] = [str(Path(__file__).parent), str(Path(__file__).parents[2] / "src")]
+sys.path[:0] = [str(Path(__file__).parents[1]), str(Path(__file__).parents[2] / "src")]
 
 import boto3  # noqa: E402
-from aws_moto import moto_server  # noqa: E402
-from aws_support import REGION  # noqa: E402
-from aws_support import ZONE  # noqa: E402
-from aws_support import sample_annotations  # noqa: E402
-from aws_support import settings  # noqa: E402
 
 from disk_snapshots.catalog import Query  # noqa: E402
 from disk_snapshots.config import Retention  # noqa: E402
@@ -47,6 +42,11 @@ from disk_snapshots.providers.aws_ebs import AwsEbsProvider  # noqa: E402
 from disk_snapshots.providers.aws_ebs import display_name  # noqa: E402
 from disk_snapshots.providers.aws_ebs import tag_list  # noqa: E402
 from disk_snapshots.retention import plan_retention  # noqa: E402
+from support.aws import REGION  # noqa: E402
+from support.aws import ZONE  # noqa: E402
+from support.aws import sample_annotations  # noqa: E402
+from support.aws import settings  # noqa: E402
+from support.moto import moto_server  # noqa: E402
 
 COUNT = int(os.environ.get("BENCH_AWS_SNAPSHOTS", "10000"))
 NOW = datetime(2026, 6, 1, tzinfo=UTC)

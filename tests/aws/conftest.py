@@ -7,20 +7,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aws_moto import ec2_client
-from aws_moto import moto_server
-from aws_moto import reset
-from aws_support import BACKUP_REGION
-from aws_support import REGION
-from aws_support import ZONE
-from aws_support import FakeDevices
-from aws_support import MakeProvider
-from aws_support import World
-from aws_support import settings
 
 from disk_snapshots.config import AwsSettings
 from disk_snapshots.instance import Disk
 from disk_snapshots.providers.aws_ebs import AwsEbsProvider
+from support.aws import BACKUP_REGION
+from support.aws import REGION
+from support.aws import ZONE
+from support.aws import FakeDevices
+from support.aws import MakeProvider
+from support.aws import World
+from support.aws import settings
+from support.moto import ec2_client
+from support.moto import moto_server
+from support.moto import reset
 
 
 @pytest.fixture(scope="session")

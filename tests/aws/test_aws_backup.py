@@ -6,11 +6,6 @@ import json
 from typing import Any
 
 import pytest
-from aws_support import BACKUP_REGION
-from aws_support import REGION
-from aws_support import MakeProvider
-from aws_support import World
-from aws_support import sample_annotations
 
 from disk_snapshots.annotations import TAG_PREFIX
 from disk_snapshots.catalog import Query
@@ -20,6 +15,11 @@ from disk_snapshots.providers.aws_ebs import AwsEbsProvider
 from disk_snapshots.providers.base import ProviderError
 from disk_snapshots.table import render_table
 from disk_snapshots.table import to_json
+from support.aws import BACKUP_REGION
+from support.aws import REGION
+from support.aws import MakeProvider
+from support.aws import World
+from support.aws import sample_annotations
 
 
 def raw(client: Any, snapshot_id: str) -> dict[str, Any]:

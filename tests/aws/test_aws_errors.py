@@ -8,18 +8,18 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
-from aws_moto import moto_server
-from aws_support import SECRET
-from aws_support import MakeProvider
-from aws_support import World
-from aws_support import free_port_url
-from aws_support import sample_annotations
-from aws_support import settings
 from botocore.awsrequest import AWSResponse
 from botocore.awsrequest import HTTPHeaders
 
 from disk_snapshots.providers.aws_ebs import AwsEbsProvider
 from disk_snapshots.providers.base import ProviderError
+from support.aws import SECRET
+from support.aws import MakeProvider
+from support.aws import World
+from support.aws import free_port_url
+from support.aws import sample_annotations
+from support.aws import settings
+from support.moto import moto_server
 
 
 class _Body:

@@ -15,12 +15,6 @@ from http.server import ThreadingHTTPServer
 from typing import Any
 
 import pytest
-from aws_support import ZONE
-from aws_support import FakeDevices
-from aws_support import MakeProvider
-from aws_support import World
-from aws_support import free_port_url
-from aws_support import sample_annotations
 from botocore.awsrequest import AWSResponse
 from botocore.awsrequest import HTTPHeaders
 
@@ -30,6 +24,12 @@ from disk_snapshots.providers.aws_ebs import TEMPORARY_TAG
 from disk_snapshots.providers.aws_ebs import AwsEbsProvider
 from disk_snapshots.providers.aws_ebs import imds_instance_id
 from disk_snapshots.providers.base import ProviderError
+from support.aws import ZONE
+from support.aws import FakeDevices
+from support.aws import MakeProvider
+from support.aws import World
+from support.aws import free_port_url
+from support.aws import sample_annotations
 
 
 def record_calls(provider: AwsEbsProvider) -> list[str]:

@@ -9,10 +9,6 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from aws_support import SECRET
-from aws_support import MakeProvider
-from aws_support import World
-from aws_support import sample_annotations
 
 from disk_snapshots.annotations import TAG_PREFIX
 from disk_snapshots.catalog import Query
@@ -23,6 +19,10 @@ from disk_snapshots.providers.aws_ebs import AwsEbsProvider
 from disk_snapshots.providers.base import ProviderError
 from disk_snapshots.providers.base import UnknownSnapshot
 from disk_snapshots.retention import plan_retention
+from support.aws import SECRET
+from support.aws import MakeProvider
+from support.aws import World
+from support.aws import sample_annotations
 
 Calls = list[str]
 
@@ -289,9 +289,8 @@ def test_retention_deletes_exactly_what_the_plan_says(
 
 
 def test_make_provider_builds_aws_ebs_from_config(endpoint: str) -> None:
-    from aws_support import settings
-
     from disk_snapshots.config import ProviderConfig
+    from support.aws import settings
 
     config = ProviderConfig(type="aws-ebs", loopback_pool="", aws=settings(endpoint))
     made = make_provider(config, None)

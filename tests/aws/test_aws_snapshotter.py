@@ -11,10 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aws_support import SECRET
-from aws_support import World
 
-from configdocs import snapshotter_doc
 from disk_snapshots.annotations import TAG_PREFIX
 from disk_snapshots.config import load_snapshotter_config
 from disk_snapshots.providers import make_provider
@@ -22,6 +19,9 @@ from disk_snapshots.providers.aws_ebs import AwsEbsProvider
 from disk_snapshots.services import make_service
 from disk_snapshots.snapshotter import Paths
 from disk_snapshots.snapshotter import Snapshotter
+from support.aws import SECRET
+from support.aws import World
+from support.configdocs import snapshotter_doc
 
 
 @pytest.fixture

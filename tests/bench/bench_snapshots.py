@@ -31,7 +31,6 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests"))
 
-from configdocs import snapshotter_doc  # noqa: E402
 from disk_snapshots.annotations import Annotations  # noqa: E402
 from disk_snapshots.annotations import Consistency  # noqa: E402
 from disk_snapshots.annotations import Role  # noqa: E402
@@ -43,6 +42,7 @@ from disk_snapshots.quiesce import take_quiesced  # noqa: E402
 from disk_snapshots.resp import RedisClient  # noqa: E402
 from disk_snapshots.services import RedisService  # noqa: E402
 from disk_snapshots.snapshotter import Paths  # noqa: E402
+from support.configdocs import snapshotter_doc  # noqa: E402
 
 QUIESCE = QuiesceConfig(freeze=True, freeze_timeout=10, on_failure="abort")
 

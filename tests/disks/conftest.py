@@ -3,58 +3,29 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from configdocs import snapshotter_doc
 from disk_snapshots.instance import Disk
 from disk_snapshots.snapshotter import Paths
-
-
-def sh(*argv: str) -> str:
-    return subprocess.run(argv, check=True, capture_output=True, text=True).stdout
-
-
-def unmount(target: Path) -> None:
-    """Unmount, waiting out writers a thaw just released; lazily as the last resort, since
-    a mount left behind breaks pytest's temp-dir cleanup in every later run."""
-    for _ in range(25):
-        if (
-            subprocess.run(["umount", str(target)], capture_output=True, check=False).returncode
-            == 0
-        ):
-            return
-        if not os.path.ismount(target):
-            return
-        time.sleep(0.2)
-    subprocess.run(["umount", "-l", str(target)], check=False)
+from support.configdocs import snapshotter_doc
+from support.disks import require_root
+from support.disks import sh
+from support.disks import unmount
+from support.disks import write_config
+from support.disks import xfs_pool
 
 
 @pytest.fixture(scope="session")
 def pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    if os.geteuid() != 0:
-        pytest.skip("needs root for loop devices, mounts and fsfreeze")
-    for tool in ("mkfs.xfs", "mkfs.ext4", "losetup", "fsfreeze"):
-        if shutil.which(tool) is None:
-            pytest.fail(f"{tool} is missing: scripts/bootstrap installs it")
-    base = tmp_path_factory.mktemp("pool")
-    image = base / "pool.img"
-    mountpoint = base / "mnt"
-    mountpoint.mkdir()
-    sh("truncate", "-s", "8G", str(image))
-    sh("mkfs.xfs", "-q", "-m", "reflink=1", str(image))
-    sh("mount", "-o", "loop", str(image), str(mountpoint))
-    try:
+    require_root()
+    with xfs_pool(tmp_path_factory.mktemp("pool"), size="8G") as mountpoint:
         yield mountpoint
-    finally:
-        unmount(mountpoint)
 
 
 @pytest.fixture
@@ -100,8 +71,3 @@ def vm(disk: Disk, tmp_path: Path) -> Iterator[tuple[Paths, dict[str, Any]]]:
         yield paths, doc
     finally:
         unmount(store)
-
-
-def write_config(paths: Paths, doc: dict[str, Any]) -> None:
-    paths.config.parent.mkdir(parents=True, exist_ok=True)
-    paths.config.write_text(json.dumps(doc))

@@ -12,12 +12,12 @@ from typing import Any
 
 import pytest
 
-from conftest import write_config
 from disk_snapshots.daemon import Scheduler
 from disk_snapshots.instance import Disk
 from disk_snapshots.metrics import Metrics
 from disk_snapshots.snapshotter import Paths
 from disk_snapshots.snapshotter import Snapshotter
+from support.disks import write_config
 
 pytestmark = pytest.mark.root
 

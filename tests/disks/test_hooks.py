@@ -6,13 +6,13 @@ from typing import Any
 
 import pytest
 
-from conftest import write_config
 from disk_snapshots.hooks import drain
 from disk_snapshots.hooks import post_stop
 from disk_snapshots.hooks import pre_start
 from disk_snapshots.instance import Disk
 from disk_snapshots.providers.loopback import LoopbackProvider
 from disk_snapshots.snapshotter import Paths
+from support.disks import write_config
 
 pytestmark = pytest.mark.root
 DISK = '{"persistent_disk": 512}'

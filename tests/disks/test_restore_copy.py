@@ -9,13 +9,13 @@ from typing import Any
 
 import pytest
 
-from conftest import write_config
 from disk_snapshots.hooks import pre_start
 from disk_snapshots.instance import Disk
 from disk_snapshots.restore_copy import Journal
 from disk_snapshots.restore_copy import RestoreCopyError
 from disk_snapshots.restore_copy import copy_tree
 from disk_snapshots.snapshotter import Paths
+from support.disks import write_config
 
 pytestmark = pytest.mark.root
 

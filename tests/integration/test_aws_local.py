@@ -22,13 +22,13 @@ from lbtest import REPO
 from lbtest import LocalBosh
 from lbtest import needs_root
 
-from aws.aws_moto import ec2_client
-from aws.aws_moto import moto_server
 from disk_snapshots.annotations import SCHEMA
 from disk_snapshots.annotations import TAG_PREFIX
 from disk_snapshots.annotations import Annotations
 from localbosh.ec2 import Volumes
 from localbosh.state import Layout
+from support.moto import ec2_client
+from support.moto import moto_server
 
 pytestmark = [pytest.mark.root, pytest.mark.slow, needs_root]
 

@@ -18,12 +18,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import REPO
 from localbosh.compile import CompileError
 from localbosh.compile import compile_release
 from localbosh.compile import install_packages
 from localbosh.compile import topological_order
 from localbosh.release import build_release
+from support.release import REPO
 
 pytestmark = [
     pytest.mark.root,

@@ -19,10 +19,10 @@ from typing import Any
 import pytest
 import yaml
 
-from conftest import REPO
 from localbosh.release import ReleaseError
 from localbosh.release import build_release
 from localbosh.release import read_release_manifest
+from support.release import REPO
 
 pytestmark = pytest.mark.bosh
 

@@ -28,10 +28,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-sys.path[:0] = [str(Path(__file__).parents[1] / "api"), str(Path(__file__).parents[1])]
-
-from disk_snapshots.restore_copy import Journal  # noqa: E402
-from disk_snapshots.restore_copy import copy_tree  # noqa: E402
+from disk_snapshots.restore_copy import Journal
+from disk_snapshots.restore_copy import copy_tree
 
 MIB = 1024 * 1024
 TOTAL_MIB = int(os.environ.get("BENCH_RESTORE_MIB", "2048"))

@@ -14,17 +14,17 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-from apihelpers import stop_daemon
-from restorehelpers import Node
-from restorehelpers import redis_cluster
-from restorehelpers import replicating
-from restorehelpers import run_errand
-from restorehelpers import tree_digest
-from restorehelpers import wait_for
 
 from disk_snapshots.config import TlsConfig
 from disk_snapshots.errands import take_snapshot
 from disk_snapshots.restore_copy import Journal
+from support.cluster import stop_daemon
+from support.redis_cluster import Node
+from support.redis_cluster import redis_cluster
+from support.redis_cluster import replicating
+from support.redis_cluster import run_errand
+from support.redis_cluster import tree_digest
+from support.redis_cluster import wait_for
 
 pytestmark = pytest.mark.root
 

@@ -9,11 +9,7 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-from apihelpers import FakeMonit
-from apihelpers import fake_snapshotter
 
-from configdocs import snapshotter_doc
-from configdocs import spec_defaults
 from disk_snapshots.agent_client import AgentClient
 from disk_snapshots.agent_client import AgentError
 from disk_snapshots.api import Agent
@@ -31,6 +27,10 @@ from disk_snapshots.restore import restore_members
 from disk_snapshots.restore import supersedes
 from disk_snapshots.restore_copy import Journal
 from disk_snapshots.restore_plan import Member
+from support.configdocs import snapshotter_doc
+from support.configdocs import spec_defaults
+from support.fakes import FakeMonit
+from support.fakes import fake_snapshotter
 
 A = LinkInstance("redis", 0, "id-a", "z1", "10.0.0.1", False)
 B = LinkInstance("redis", 1, "id-b", "z1", "10.0.0.2", True)

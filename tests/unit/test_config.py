@@ -9,13 +9,13 @@ from typing import Any
 
 import pytest
 
-from configdocs import snapshotter_doc
-from configdocs import spec_defaults
 from disk_snapshots.config import ConfigError
 from disk_snapshots.config import RestoreConfig
 from disk_snapshots.config import SnapshotterConfig
 from disk_snapshots.config import load_config
 from disk_snapshots.config import load_snapshotter_config
+from support.configdocs import snapshotter_doc
+from support.configdocs import spec_defaults
 
 
 def problems_of(doc: dict[str, Any]) -> list[str]:

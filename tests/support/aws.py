@@ -1,8 +1,7 @@
-"""Shared helpers for the aws-ebs tests and benchmark (fixtures live in conftest)."""
+"""Shared helpers for the aws-ebs tests and benchmark (fixtures live in tests/aws/conftest.py)."""
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from dataclasses import field
@@ -17,6 +16,7 @@ from disk_snapshots.config import AwsSettings
 from disk_snapshots.instance import Disk
 from disk_snapshots.providers.aws_ebs import AwsEbsProvider
 from disk_snapshots.providers.base import ProviderError
+from support.net import free_port
 
 REGION = "eu-west-1"
 BACKUP_REGION = "eu-central-1"
@@ -30,9 +30,7 @@ MakeProvider = Callable[..., AwsEbsProvider]
 
 def free_port_url() -> str:
     """A loopback URL nothing listens on (the port was free a moment ago)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return f"http://127.0.0.1:{sock.getsockname()[1]}"
+    return f"http://127.0.0.1:{free_port()}"
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """A three-instance redis-ha stand-in for restore tests: real loop disks, real snapshotter
 daemons serving the agent API on 127.0.0.2-4, real redis-server processes under a fake
-monit (tests/restore/fakemonit.py), replicating from redis-leader/0 as redis-ha.yml does."""
+monit (tests/support/fakemonit.py), replicating from redis-leader/0 as redis-ha.yml does."""
 
 from __future__ import annotations
 
@@ -18,23 +18,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from apihelpers import DAEMON
-from apihelpers import MEMBERS
-from apihelpers import MemberDisks
-from apihelpers import MemberSpec
-from apihelpers import Vm
-from apihelpers import free_port
-from apihelpers import member_doc
-from apihelpers import stop_daemon
-from apihelpers import write_vm
-
-from configdocs import spec_defaults
 from disk_snapshots import restore
 from disk_snapshots.agent_client import AgentClient
 from disk_snapshots.catalog import Snapshot
 from disk_snapshots.config import TlsConfig
 from disk_snapshots.resp import RedisClient
 from disk_snapshots.snapshotter import Snapshotter
+from support.cluster import DAEMON
+from support.cluster import MEMBERS
+from support.cluster import MemberDisks
+from support.cluster import MemberSpec
+from support.cluster import Vm
+from support.cluster import member_doc
+from support.cluster import stop_daemon
+from support.cluster import write_vm
+from support.configdocs import spec_defaults
+from support.net import free_port
 
 HERE = Path(__file__).resolve().parent
 LEADER, DATA0, DATA1 = MEMBERS

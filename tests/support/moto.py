@@ -7,7 +7,6 @@ signing, retries, pagination and XML parsing exactly as they would against EC2.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -21,18 +20,14 @@ from typing import Any
 
 import boto3
 
+from support.net import free_port
+
 HOST = "127.0.0.1"
 # No proxy from the environment may see loopback traffic.
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 # moto otherwise loads ~1,300 public AMIs and their snapshots into every region it
 # touches: seconds per test, and noise in every unfiltered DescribeSnapshots.
 QUIET_EC2 = {"MOTO_EC2_LOAD_DEFAULT_AMIS": "false", "NO_PROXY": "*", "no_proxy": "*"}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
 
 
 def _request(url: str, method: str = "GET") -> bytes:
@@ -54,7 +49,7 @@ def moto_server(
         [str(Path(__file__).with_name("moto_like_ec2.py"))] if like_ec2 else ["-m", "moto.server"]
     )
     for _ in range(5):
-        port = free_port()
+        port = free_port(HOST)
         url = f"http://{HOST}:{port}"
         output = log.open("ab") if log else subprocess.DEVNULL
         proc = subprocess.Popen(
