@@ -1,4 +1,4 @@
-"""What every snapshot says about itself, stored as the provider's own tags (DESIGN §5).
+"""What every snapshot says about itself, stored as the provider's own tags (docs/catalog.md).
 
 The catalog is rebuilt from these tags at any time; there is no second database to
 disagree with the provider. Tag values are untrusted on the way back in (anyone
@@ -19,6 +19,8 @@ from datetime import datetime
 from typing import Literal
 from typing import cast
 
+from disk_snapshots import triggers
+
 SCHEMA = 1
 TAG_PREFIX = "disk-snapshots:"
 # EC2 allows 256 characters in a tag value; loopback metadata follows the same limit
@@ -31,17 +33,8 @@ SetState = Literal["", "complete", "incomplete"]
 CONSISTENCIES: tuple[Consistency, ...] = ("clean", "app", "fs", "crash")
 ROLES: tuple[Role, ...] = ("leader", "follower", "standalone", "unknown")
 SET_STATES: tuple[SetState, ...] = ("", "complete", "incomplete")
-# Triggers that name no schedule or set.
-PLAIN_TRIGGERS = (
-    "manual",
-    "pre-deploy",
-    "pre-stop",
-    "pre-delete",
-    "pre-disk-change",
-    "pre-restore",
-)
-_NAMED_TRIGGER = r"(?:schedule|set):[a-z0-9][a-z0-9_-]{0,62}"
-_TRIGGER = re.compile("^(?:" + "|".join([*PLAIN_TRIGGERS, _NAMED_TRIGGER]) + ")$")
+# Set ids end up in URL paths, file names and tags: no "/", no leading dot.
+SET_ID = r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}"
 _IDENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,127}$")
 
 
@@ -143,11 +136,8 @@ def validate(a: Annotations) -> list[str]:
         value = cast(str, getattr(a, name))
         if not _IDENT.match(value):
             problems.append(f"{name}: {value!r} is not a valid identifier")
-    if not _TRIGGER.match(a.trigger):
-        problems.append(
-            f"trigger: {a.trigger!r} is not one of {', '.join(PLAIN_TRIGGERS)}, "
-            "schedule:<name>, set:<name>"
-        )
+    if not triggers.is_trigger(a.trigger):
+        problems.append(f"trigger: {a.trigger!r} is not one of {triggers.describe()}")
     if a.consistency not in CONSISTENCIES:
         problems.append(f"consistency: {a.consistency!r} is not one of {', '.join(CONSISTENCIES)}")
     if a.role not in ROLES:

@@ -14,25 +14,50 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from disk_snapshots import __version__
-from disk_snapshots import daemon
-from disk_snapshots import errands
-from disk_snapshots import restore
+from disk_snapshots.commands import daemon
+from disk_snapshots.commands import errands
+from disk_snapshots.commands import restore
+from disk_snapshots.commands.hooks import run_hook
+from disk_snapshots.commands.snapshots import run_snapshots
+from disk_snapshots.config import EXIT_INVALID_CONFIG
 from disk_snapshots.config import ConfigError
 from disk_snapshots.config import load_config
-from disk_snapshots.hooks import SNAPSHOT_ERRORS
-from disk_snapshots.hooks import run_hook
-from disk_snapshots.retention import guard_keeps
-from disk_snapshots.snapshotter import VM_PATHS
-from disk_snapshots.snapshotter import Snapshotter
-from disk_snapshots.table import render_table
-from disk_snapshots.table import to_json
+from disk_snapshots.snapshot.snapshotter import VM_PATHS
 
 JOBS_DIR = Path("/var/vcap/jobs")
-EXIT_CONFIG = 2
 
 
 def _config_path(job: str) -> Path:
     return JOBS_DIR / job / "config" / "config.json"
+
+
+def _add_snapshots(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``snapshots ACTION``: what bin/snapshots offers ``bosh ssh`` users."""
+    snapshots = commands.add_parser(
+        "snapshots",
+        help="list, show, take or delete snapshots (for bosh ssh users)",
+        description="The deployment's snapshot catalog, from this VM.",
+    )
+    actions = snapshots.add_subparsers(dest="action", required=True, metavar="ACTION")
+    listing = actions.add_parser("list", help="every snapshot of this deployment, newest first")
+    listing.add_argument("--json", action="store_true", help="JSON instead of a table")
+    show = actions.add_parser("show", help="one snapshot's annotations")
+    show.add_argument("snapshot_id")
+    take = actions.add_parser("take", help="take an application-consistent snapshot now")
+    take.add_argument("--note", default="", help="free text recorded on the snapshot (no secrets)")
+    delete = actions.add_parser("delete", help="delete one snapshot")
+    delete.add_argument("snapshot_id")
+    delete.add_argument(
+        "--force",
+        action="store_true",
+        help="delete even if retention would keep it (newest consistent, newest leader...)",
+    )
+    actions.add_parser(
+        "cleanup",
+        help="remove temporary volumes a killed restore left behind (aws-ebs)",
+        description="Detach and delete the temporary volumes this VM made to read snapshots "
+        "from (tagged disk-snapshots:temporary) and that a killed restore left behind.",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -73,25 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     runner.add_argument("action", choices=["start", "stop", "run"])
 
-    snapshots = commands.add_parser(
-        "snapshots",
-        help="list, show, take or delete snapshots (for bosh ssh users)",
-        description="The deployment's snapshot catalog, from this VM.",
-    )
-    actions = snapshots.add_subparsers(dest="action", required=True, metavar="ACTION")
-    listing = actions.add_parser("list", help="every snapshot of this deployment, newest first")
-    listing.add_argument("--json", action="store_true", help="JSON instead of a table")
-    show = actions.add_parser("show", help="one snapshot's annotations")
-    show.add_argument("snapshot_id")
-    take = actions.add_parser("take", help="take an application-consistent snapshot now")
-    take.add_argument("--note", default="", help="free text recorded on the snapshot (no secrets)")
-    delete = actions.add_parser("delete", help="delete one snapshot")
-    delete.add_argument("snapshot_id")
-    delete.add_argument(
-        "--force",
-        action="store_true",
-        help="delete even if retention would keep it (newest consistent, newest leader...)",
-    )
+    _add_snapshots(commands)
 
     errand = commands.add_parser("errand", help="run an errand (bin/run of the errand jobs)")
     errand.add_argument("name", choices=["take-snapshot", "list-snapshots", "restore"])
@@ -103,14 +110,14 @@ def _check_config(path: Path) -> int:
         config = load_config(path)
     except ConfigError as err:
         print(err.report(f"disk-snapshots: invalid configuration in {path}"), file=sys.stderr)
-        return EXIT_CONFIG
+        return EXIT_INVALID_CONFIG
     print(f"{path}: valid {type(config).__name__}")
     return 0
 
 
 def _setup_logging(command: str, name: str) -> None:
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
-    # The agent keeps no log of drain's output (reference §1.1): keep our own.
+    # The agent keeps no log of drain's output (docs/bosh-contracts.md, drain): keep our own.
     if command == "hook" and name == "drain" and VM_PATHS.logs.is_dir():
         handlers.append(logging.FileHandler(VM_PATHS.logs / "drain.log"))
     logging.Formatter.converter = time.gmtime
@@ -140,47 +147,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         "restore": restore.run,
     }
     return errand_runs[args.name]()
-
-
-def run_snapshots(args: argparse.Namespace) -> int:
-    try:
-        snapshotter = Snapshotter.load()
-    except ConfigError as err:
-        print(err.report("invalid configuration"), file=sys.stderr)
-        return EXIT_CONFIG
-    except SNAPSHOT_ERRORS as err:
-        print(f"snapshots: {err}", file=sys.stderr)
-        return 1
-    try:
-        if args.action == "list":
-            catalog = snapshotter.catalog()
-            print(to_json(catalog) if args.json else render_table(catalog))
-        elif args.action == "show":
-            print(to_json([snapshotter.provider.get(args.snapshot_id)]))
-        elif args.action == "take":
-            taken = snapshotter.take("manual", note=args.note)
-            snapshotter.prune()
-            for warning in taken.warnings:
-                print(f"warning: {warning}", file=sys.stderr)
-            print(render_table([taken.snapshot]))
-        elif args.action == "delete":
-            return _delete(snapshotter, args.snapshot_id, force=args.force)
-    except SNAPSHOT_ERRORS as err:
-        print(f"snapshots {args.action}: {err}", file=sys.stderr)
-        return 1
-    return 0
-
-
-def _delete(snapshotter: Snapshotter, snapshot_id: str, *, force: bool) -> int:
-    snapshot = snapshotter.provider.get(snapshot_id)
-    guard = guard_keeps(snapshotter.catalog()).get(snapshot.id)
-    if guard and not force:
-        print(
-            f"snapshots delete: {snapshot_id} is the {guard}; retention keeps it on purpose. "
-            "Pass --force to delete it anyway.",
-            file=sys.stderr,
-        )
-        return 1
-    snapshotter.provider.delete(snapshot_id)
-    print(f"deleted {snapshot_id}")
-    return 0

@@ -13,7 +13,6 @@ import re
 from collections.abc import Callable
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
 from datetime import timedelta
 from pathlib import Path
 from typing import Literal
@@ -23,14 +22,18 @@ from zoneinfo import ZoneInfoNotFoundError
 
 from croniter import croniter
 
+from disk_snapshots import triggers
+from disk_snapshots.restore.target import Target
 from disk_snapshots.validate import Problems
 from disk_snapshots.validate import Reader
 from disk_snapshots.validate import ValidationError
 
+# Every entry point exits with this code when its configuration is invalid; drain's
+# contract (print nothing, exit non-zero) fixes it at 1 for all.
+EXIT_INVALID_CONFIG = 1
 PROVIDERS = ("loopback", "aws-ebs")
 PROFILES = ("redis", "postgres", "command", "none")
 FLUSH_FAILURE = ("abort", "crash-consistent")
-DRAIN_EVENTS = ("deploy", "stop", "delete", "disk-change")
 DRAIN_FAILURE = ("fail", "warn")
 SCOPES = ("instance", "set")
 RETENTION_KEYS = (
@@ -41,21 +44,10 @@ RETENTION_KEYS = (
     "keep_monthly",
     "max_age",
 )
-RETENTION_TRIGGERS = (
-    "pre-deploy",
-    "pre-stop",
-    "pre-delete",
-    "pre-disk-change",
-    "manual",
-    "pre-restore",
-)
 SCHEDULE_KEYS = ("name", "cron", "timezone", "jitter", "scope", "retention")
 LIST_FORMATS = ("table", "json")
 FOLLOWER_MODES = ("resync", "restore")
-# Names end up in provider tags (trigger schedule:<name>) and monit argv.
-_NAME = r"[a-z0-9][a-z0-9_-]{0,62}"
 _MONIT_NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]*"
-_SET_ID = r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}"
 # A host name, an IP address, or the directory of a Unix socket (psql --host takes each).
 _HOST = r"[A-Za-z0-9][A-Za-z0-9.:-]*|/[A-Za-z0-9_./-]*"
 _INSTANCE_KEY = r"[A-Za-z0-9_-]+/[A-Za-z0-9-]+"
@@ -230,7 +222,7 @@ class ListSnapshotsConfig:
 
 @dataclass(frozen=True)
 class RestoreConfig:
-    target: str
+    target: Target
     snapshots: Mapping[str, str]
     dry_run: bool
     followers: Literal["resync", "restore"]
@@ -299,7 +291,7 @@ def _snapshotter(doc: Reader) -> SnapshotterConfig:
         schedules=_schedules(props.get("schedules")),
         retention={
             trigger: _retention(rule)
-            for trigger, rule in retention.mapping(allowed=RETENTION_TRIGGERS).items()
+            for trigger, rule in retention.mapping(allowed=triggers.RETENTION_KEYS).items()
         },
         api=_api(props.get("api")),
         metrics_enabled=props.get("metrics").get("enabled").boolean(fallback=True),
@@ -428,7 +420,7 @@ def _quiesce(quiesce: Reader) -> QuiesceConfig:
 
 
 def _drain(drain: Reader) -> DrainConfig:
-    events = {e.string(choices=DRAIN_EVENTS) for e in drain.get("snapshot_on").items()}
+    events = {e.string(choices=triggers.DRAIN_EVENTS) for e in drain.get("snapshot_on").items()}
     on_failure = drain.get("on_failure").string(choices=DRAIN_FAILURE, fallback="fail")
     return DrainConfig(
         snapshot_on=frozenset(events - {""}),
@@ -481,7 +473,7 @@ def _schedules(schedules: Reader) -> tuple[Schedule, ...]:
     seen: set[str] = set()
     for item in schedules.items():
         entries = item.mapping(allowed=SCHEDULE_KEYS)
-        name = item.get("name").string(pattern=_NAME, allow_empty=False)
+        name = item.get("name").string(pattern=triggers.NAME, allow_empty=False)
         if name in seen:
             item.get("name").fail(f"{name!r} is used by another schedule; names must be unique")
         seen.add(name)
@@ -574,27 +566,8 @@ def _list_snapshots(doc: Reader) -> ListSnapshotsConfig:
     return ListSnapshotsConfig(format=cast(Literal["table", "json"], fmt))
 
 
-def _target(value: Reader) -> str:
-    target = value.string(allow_empty=False)
-    if not target or target == "latest":
-        return target or "latest"
-    kind, _, rest = target.partition(":")
-    if kind == "set" and re.fullmatch(_SET_ID, rest):
-        return target
-    if kind == "time":
-        try:
-            moment = datetime.fromisoformat(rest.replace("Z", "+00:00"))
-        except ValueError:
-            moment = None
-        if moment is not None and moment.tzinfo is not None:
-            return target
-        raise ValueError(
-            f"{target!r}: time needs an ISO 8601 timestamp with a zone, "
-            "e.g. time:2026-11-29T08:00:00Z"
-        )
-    raise ValueError(
-        f"{target!r} is not allowed; allowed: latest, set:<set id>, time:<ISO 8601 with zone>"
-    )
+def _target(value: Reader) -> Target:
+    return Target.parse(value.string(allow_empty=False) or "latest")
 
 
 def _restore(doc: Reader) -> RestoreConfig:
@@ -606,7 +579,7 @@ def _restore(doc: Reader) -> RestoreConfig:
             continue
         snapshots[key] = value.string(allow_empty=False, pattern=_SNAPSHOT_ID)
     return RestoreConfig(
-        target=props.get("target").check(_target, "latest"),
+        target=props.get("target").check(_target, Target("latest")),
         snapshots=snapshots,
         dry_run=props.get("dry_run").boolean(),
         followers=cast(

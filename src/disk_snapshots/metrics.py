@@ -1,42 +1,50 @@
-"""Prometheus text-format metrics of the snapshotter (DESIGN §7).
+"""Prometheus text-format metrics of the snapshotter daemon.
 
 Kept in memory by the daemon, written to a file for node_exporter's textfile collector
-after every change, and served at /metrics by the agent API.
+after every change, and served at /metrics by the agent API. Every metric is named by
+one of the constants below; setting any other name is a bug and raises, so a misspelt
+name fails a test instead of silently vanishing from the output.
 """
 
 from __future__ import annotations
 
 import os
 import threading
+import time
 from dataclasses import dataclass
 from dataclasses import field
 from pathlib import Path
 
+LAST_SUCCESS = "disk_snapshots_last_success_timestamp_seconds"
+LAST_DURATION = "disk_snapshots_last_duration_seconds"
+LAST_FREEZE = "disk_snapshots_last_freeze_seconds"
+FAILURES = "disk_snapshots_failures_total"
+TAKEN = "disk_snapshots_taken_total"
+SKIPPED_RUNS = "disk_snapshots_skipped_runs_total"
+RETENTION_DELETED = "disk_snapshots_retention_deleted_total"
+
 HELP = {
-    "disk_snapshots_last_success_timestamp_seconds": (
-        "gauge",
-        "Unix time of the last successful snapshot, per schedule or trigger.",
-    ),
-    "disk_snapshots_last_duration_seconds": (
+    LAST_SUCCESS: ("gauge", "Unix time of the last successful snapshot, per schedule or trigger."),
+    LAST_DURATION: (
         "gauge",
         "Seconds the last snapshot took from flush to thaw, per schedule or trigger.",
     ),
-    "disk_snapshots_last_freeze_seconds": (
-        "gauge",
-        "Seconds the filesystem was frozen during the last snapshot.",
-    ),
-    "disk_snapshots_failures_total": ("counter", "Snapshots that failed, per schedule or trigger."),
-    "disk_snapshots_taken_total": ("counter", "Snapshots taken, per trigger."),
-    "disk_snapshots_skipped_runs_total": (
-        "counter",
-        "Scheduled runs skipped because the previous run was still going.",
-    ),
-    "disk_snapshots_retention_deleted_total": ("counter", "Snapshots deleted by retention."),
+    LAST_FREEZE: ("gauge", "Seconds the filesystem was frozen during the last snapshot."),
+    FAILURES: ("counter", "Snapshots that failed, per schedule or trigger."),
+    TAKEN: ("counter", "Snapshots taken, per trigger."),
+    SKIPPED_RUNS: ("counter", "Scheduled runs skipped because the previous run was still going."),
+    RETENTION_DELETED: ("counter", "Snapshots deleted by retention."),
 }
 
 
 def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _known(name: str) -> str:
+    if name not in HELP:
+        raise KeyError(f"metric {name!r} is not one of {', '.join(HELP)}")
+    return name
 
 
 @dataclass
@@ -48,17 +56,17 @@ class Metrics:
 
     def set(self, name: str, value: float, **labels: str) -> None:
         with self._lock:
-            self._values[(name, tuple(sorted(labels.items())))] = value
+            self._values[(_known(name), tuple(sorted(labels.items())))] = value
         self._write()
 
     def inc(self, name: str, amount: float = 1.0, **labels: str) -> None:
-        key = (name, tuple(sorted(labels.items())))
+        key = (_known(name), tuple(sorted(labels.items())))
         with self._lock:
             self._values[key] = self._values.get(key, 0.0) + amount
         self._write()
 
     def get(self, name: str, **labels: str) -> float | None:
-        return self._values.get((name, tuple(sorted(labels.items()))))
+        return self._values.get((_known(name), tuple(sorted(labels.items()))))
 
     def render(self) -> str:
         lines: list[str] = []
@@ -84,3 +92,13 @@ class Metrics:
         tmp = self.textfile.with_name(f".{self.textfile.name}.{os.getpid()}")
         tmp.write_text(self.render())
         tmp.replace(self.textfile)
+
+
+def record_snapshot(
+    metrics: Metrics, *, started: float, frozen_seconds: float, **labels: str
+) -> None:
+    """A successful snapshot (or set): when, how long since ``started`` (time.monotonic()),
+    how long frozen. Labelled ``schedule=`` by the scheduler, ``trigger=`` by the API."""
+    metrics.set(LAST_SUCCESS, time.time(), **labels)
+    metrics.set(LAST_DURATION, time.monotonic() - started, **labels)
+    metrics.set(LAST_FREEZE, frozen_seconds, **labels)

@@ -18,12 +18,14 @@ from dataclasses import dataclass
 from dataclasses import field
 from typing import Literal
 
+from disk_snapshots.member_errors import Conflict
+
 log = logging.getLogger(__name__)
 
 OperationState = Literal["running", "succeeded", "failed"]
 
 
-class Busy(RuntimeError):
+class Busy(Conflict):
     """An operation of the same kind is still running."""
 
 

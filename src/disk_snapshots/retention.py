@@ -3,7 +3,7 @@
 Rules are evaluated per instance and per trigger (each schedule, ``pre-deploy``,
 ``manual``...): a snapshot survives if any rule of its group keeps it. On top of the
 rules, guards keep what an operator would need after things went wrong, whatever
-the policies say (DESIGN §5): the newest consistent snapshot of every instance, the
+the policies say (docs/catalog.md): the newest consistent snapshot of every instance, the
 newest snapshot taken as leader, every member of the newest complete set, the newest
 pre-restore safety snapshot of every instance (the way back from the last restore),
 and anything a restore in progress names.
@@ -23,6 +23,10 @@ from datetime import datetime
 
 from disk_snapshots.catalog import Snapshot
 from disk_snapshots.config import Retention
+from disk_snapshots.triggers import MANUAL
+from disk_snapshots.triggers import PRE_RESTORE
+from disk_snapshots.triggers import schedule_trigger
+from disk_snapshots.triggers import set_trigger
 
 Bucket = Callable[[datetime], object]
 
@@ -89,7 +93,7 @@ def guard_keeps(catalog: Iterable[Snapshot]) -> dict[str, str]:
         if a.consistency in ("app", "clean") and a.instance_id not in consistent_seen:
             consistent_seen.add(a.instance_id)
             guarded.setdefault(s.id, f"newest {a.consistency}-consistent snapshot of {a.instance}")
-        if a.trigger == "pre-restore" and a.instance_id not in safety_seen:
+        if a.trigger == PRE_RESTORE and a.instance_id not in safety_seen:
             safety_seen.add(a.instance_id)
             guarded.setdefault(s.id, f"newest pre-restore safety snapshot of {a.instance}")
         if a.role == "leader" and a.deployment not in leader_seen:
@@ -171,9 +175,9 @@ def policies_for(
     """
     table: dict[str, Retention] = {}
     for name, policy in schedules:
-        table[f"schedule:{name}"] = policy
-        table[f"set:{name}"] = policy
+        table[schedule_trigger(name)] = policy
+        table[set_trigger(name)] = policy
     table.update(per_trigger)
-    if "manual" in per_trigger:
-        table.setdefault("set:manual", per_trigger["manual"])
+    if MANUAL in per_trigger:
+        table.setdefault(set_trigger(MANUAL), per_trigger[MANUAL])
     return table

@@ -1,21 +1,17 @@
-"""Why drain is running, from what the BOSH agent passes it (reference §1.7).
+"""Why a snapshot was taken: the trigger vocabulary, spelled here and nowhere else.
 
-``$1`` is ``job_changed``/``job_new`` for an update on the same VM, ``job_shutdown``
-for a stop, VM replacement, disk change or deletion, and ``job_check_status`` when
-the agent re-invokes drain after a negative answer. ``BOSH_JOB_NEXT_STATE`` holds
-only ``{"persistent_disk": <MiB>}``: 0 means this instance's data is going away.
+Every snapshot records one trigger (docs/annotations.md): ``manual``, one of drain's
+``pre-*`` events, ``pre-restore``, ``schedule:<name>`` for a schedule's own snapshots or
+``set:<name>`` for a snapshot set. Config validation, annotations, retention, the
+scheduler, sets and the agent API build and check triggers with what is here.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Collection
-from dataclasses import dataclass
+import re
 
-UPDATE = ("job_changed", "job_new")
-SHUTDOWN = "job_shutdown"
-STATUS = "job_check_status"
-
+MANUAL = "manual"
+PRE_RESTORE = "pre-restore"
 # drain.snapshot_on event -> the trigger recorded on the snapshot
 EVENT_TRIGGERS = {
     "deploy": "pre-deploy",
@@ -23,71 +19,35 @@ EVENT_TRIGGERS = {
     "delete": "pre-delete",
     "disk-change": "pre-disk-change",
 }
+DRAIN_EVENTS = tuple(EVENT_TRIGGERS)
+# Triggers that name no schedule or set.
+PLAIN = (MANUAL, *EVENT_TRIGGERS.values(), PRE_RESTORE)
+# Each plain trigger may have a retention rule of its own; listed as the property's docs do.
+RETENTION_KEYS = (*EVENT_TRIGGERS.values(), MANUAL, PRE_RESTORE)
+
+# A schedule's (or a set's) name: it ends up in provider tags and file names.
+NAME = r"[a-z0-9][a-z0-9_-]{0,62}"
+SCHEDULE_PREFIX = "schedule:"
+SET_PREFIX = "set:"
+SCHEDULE_TRIGGER = SCHEDULE_PREFIX + NAME
+SET_TRIGGER = SET_PREFIX + NAME
+_ANY = re.compile("|".join([*(re.escape(t) for t in PLAIN), SCHEDULE_TRIGGER, SET_TRIGGER]))
 
 
-class DrainArgumentError(ValueError):
-    """The agent passed something this release does not know how to read."""
+def schedule_trigger(name: str) -> str:
+    """The trigger of a ``scope: instance`` schedule's snapshots."""
+    return SCHEDULE_PREFIX + name
 
 
-@dataclass(frozen=True)
-class DrainDecision:
-    event: str  # deploy | stop | delete | disk-change | status
-    trigger: str | None  # the snapshot trigger, None when no snapshot is due
-    reason: str
+def set_trigger(name: str) -> str:
+    """The trigger of a set's snapshots: the schedule's name, or ``manual``."""
+    return SET_PREFIX + name
 
 
-def persistent_disk_of(state_json: str | None, variable: str) -> int | None:
-    """``persistent_disk`` from BOSH_JOB_STATE / BOSH_JOB_NEXT_STATE; None when unset."""
-    if state_json is None or not state_json.strip():
-        return None
-    try:
-        state = json.loads(state_json)
-    except json.JSONDecodeError as err:
-        raise DrainArgumentError(f"{variable} is not JSON ({err}): {state_json[:200]!r}") from None
-    if not isinstance(state, dict):
-        raise DrainArgumentError(f"{variable} is not a JSON object: {state_json[:200]!r}")
-    size = state.get("persistent_disk", 0)
-    if isinstance(size, bool) or not isinstance(size, int) or size < 0:
-        raise DrainArgumentError(f"{variable}.persistent_disk is not a size in MiB: {size!r}")
-    return size
+def is_trigger(text: str) -> bool:
+    return _ANY.fullmatch(text) is not None
 
 
-def decide(
-    args: list[str],
-    job_state: str | None,
-    next_state: str | None,
-    snapshot_on: Collection[str],
-) -> DrainDecision:
-    """What this drain invocation is for, and whether it takes a snapshot."""
-    if not args:
-        raise DrainArgumentError(
-            "drain needs the agent's arguments: job_changed|job_new|job_shutdown|job_check_status"
-        )
-    change = args[0]
-    if change == STATUS:
-        return DrainDecision("status", None, "re-invoked by the agent to check status")
-    current = persistent_disk_of(job_state, "BOSH_JOB_STATE")
-    following = persistent_disk_of(next_state, "BOSH_JOB_NEXT_STATE")
-    if change in UPDATE:
-        event, reason = "deploy", "the instance is updated in place (deploy or restart)"
-    elif change == SHUTDOWN:
-        if following == 0:
-            event, reason = (
-                "delete",
-                "the next state has no persistent disk: the instance goes away",
-            )
-        elif following is not None and current is not None and following != current:
-            event = "disk-change"
-            reason = f"the persistent disk changes from {current} MiB to {following} MiB"
-        else:
-            # Without BOSH_JOB_NEXT_STATE a deletion cannot be told from a stop; a snapshot
-            # is what a deletion would need, so a stop snapshot is the safe reading.
-            event, reason = "stop", "the instance stops (stop, recreate or VM replacement)"
-    else:
-        raise DrainArgumentError(
-            f"unknown drain argument {change!r}; expected job_changed, job_new, job_shutdown "
-            "or job_check_status"
-        )
-    if event not in snapshot_on:
-        return DrainDecision(event, None, f"{reason}; drain.snapshot_on does not include {event}")
-    return DrainDecision(event, EVENT_TRIGGERS[event], reason)
+def describe() -> str:
+    """The allowed triggers, as an error message lists them."""
+    return f"{', '.join(PLAIN)}, {SCHEDULE_PREFIX}<name>, {SET_PREFIX}<name>"

@@ -26,8 +26,8 @@ from pathlib import Path
 
 sys.path[:0] = [str(Path(__file__).parents[1])]
 
-from disk_snapshots.sets import run_set  # noqa: E402
-from disk_snapshots.snapshotter import Snapshotter  # noqa: E402
+from disk_snapshots.sets.coordinator import run_set  # noqa: E402
+from disk_snapshots.snapshot.snapshotter import Snapshotter  # noqa: E402
 from support.cluster import running_cluster  # noqa: E402
 from support.disks import xfs_pool  # noqa: E402
 from support.tls import make_tls  # noqa: E402

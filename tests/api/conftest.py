@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from disk_snapshots.agent_client import AgentClient
-from disk_snapshots.api import Agent
-from disk_snapshots.api import serve
+from disk_snapshots.api.client import AgentClient
+from disk_snapshots.api.server import serve
 from disk_snapshots.config import TlsConfig
+from disk_snapshots.daemon.agent import Agent
 from disk_snapshots.metrics import Metrics
 from support.cluster import Vm
 from support.cluster import running_cluster

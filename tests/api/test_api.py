@@ -13,14 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from disk_snapshots.agent_client import AgentClient
-from disk_snapshots.agent_client import AgentError
-from disk_snapshots.agent_client import client_context
-from disk_snapshots.api import Agent
-from disk_snapshots.api import parse_summary
+from disk_snapshots.api.client import AgentClient
+from disk_snapshots.api.client import AgentError
+from disk_snapshots.api.tls import client_context
+from disk_snapshots.commands.daemon import _start_api
 from disk_snapshots.config import TlsConfig
-from disk_snapshots.daemon import _start_api
+from disk_snapshots.daemon.agent import Agent
 from disk_snapshots.metrics import Metrics
+from disk_snapshots.vm.monit import parse_summary
 from support.fakes import FakeApi
 from support.fakes import FakeMonit
 from support.fakes import FakeProvider
@@ -79,9 +79,9 @@ def test_the_right_certificate_gets_status_with_the_role(fake_api: FakeApi, tls:
 
 
 def test_status_without_monit_says_so(fake_api: FakeApi, tmp_path: Path) -> None:
-    from disk_snapshots.api import MonitCli
+    from disk_snapshots.vm.monit import MonitCli
 
-    fake_api.agent.monit = MonitCli(binary=tmp_path / "no-monit", timeout=5)
+    fake_api.agent.jobs.monit = MonitCli(binary=tmp_path / "no-monit", timeout=5)
     answer = fake_api.client.status()
     service = answer["service"]
     assert isinstance(service, dict)
@@ -211,7 +211,7 @@ def test_service_stop_has_a_deadline(fake_api: FakeApi) -> None:
 
 
 def test_metrics_can_be_disabled(tmp_path: Path, tls: TlsConfig) -> None:
-    from disk_snapshots.api import serve
+    from disk_snapshots.api.server import serve
 
     snapshotter = fake_snapshotter(tmp_path, tls, metrics={"enabled": False})
     agent = Agent(snapshotter, Metrics(), monit=FakeMonit())

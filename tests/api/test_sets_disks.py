@@ -13,16 +13,16 @@ from pathlib import Path
 
 import pytest
 
-from disk_snapshots.agent_client import AgentClient
+from disk_snapshots.api.client import AgentClient
 from disk_snapshots.catalog import Snapshot
+from disk_snapshots.commands.errands import take_snapshot
 from disk_snapshots.config import Retention
 from disk_snapshots.config import Schedule
 from disk_snapshots.config import TlsConfig
-from disk_snapshots.daemon import Scheduler
-from disk_snapshots.errands import take_snapshot
+from disk_snapshots.daemon.scheduler import Scheduler
 from disk_snapshots.metrics import Metrics
-from disk_snapshots.sets import decision_window
-from disk_snapshots.snapshotter import Snapshotter
+from disk_snapshots.sets.decisions import decision_window
+from disk_snapshots.snapshot.snapshotter import Snapshotter
 from support.cluster import MEMBERS
 from support.cluster import Vm
 
@@ -77,8 +77,9 @@ def test_a_three_member_set_is_complete(
 COORDINATOR = """
 import sys, time
 from pathlib import Path
-from disk_snapshots.sets import run_set
-from disk_snapshots.snapshotter import Paths, Snapshotter
+from disk_snapshots.sets.coordinator import run_set
+from disk_snapshots.snapshot.snapshotter import Paths
+from disk_snapshots.snapshot.snapshotter import Snapshotter
 
 def on_phase(name, set_id):
     if name == sys.argv[2]:

@@ -10,16 +10,16 @@ from datetime import datetime
 
 import pytest
 
-from disk_snapshots.agent_client import AgentError
-from disk_snapshots.agent_client import AgentUnreachable
+from disk_snapshots.api.client import AgentError
+from disk_snapshots.api.client import AgentUnreachable
 from disk_snapshots.config import load_snapshotter_config
-from disk_snapshots.sets import Member
-from disk_snapshots.sets import MemberResult
-from disk_snapshots.sets import clean_text
-from disk_snapshots.sets import coordinate
-from disk_snapshots.sets import decide
-from disk_snapshots.sets import members_of
-from disk_snapshots.sets import new_set_id
+from disk_snapshots.members import Member
+from disk_snapshots.members import with_myself
+from disk_snapshots.sets.coordinator import coordinate
+from disk_snapshots.sets.decisions import MemberResult
+from disk_snapshots.sets.decisions import clean_text
+from disk_snapshots.sets.decisions import decide
+from disk_snapshots.sets.decisions import new_set_id
 from support.cluster import MEMBERS
 from support.cluster import member_doc
 from support.tls import make_tls
@@ -34,14 +34,14 @@ def test_members_are_both_links_and_this_instance(tmp_path: object) -> None:
 
     root = Path(str(tmp_path))
     doc = member_doc(MEMBERS[1], MEMBERS, make_tls(), 2999, root, root)
-    members = members_of(load_snapshotter_config(doc))
+    members = with_myself(load_snapshotter_config(doc))
     assert [(m.label, m.address, m.port) for m in members] == [
         ("redis-data/0", "127.0.0.3", 2999),
         ("redis-data/1", "127.0.0.4", 2999),
         ("redis-leader/0", "127.0.0.2", 2999),
     ]
     doc["links"] = {"snapshotter": None, "peers": None}
-    [alone] = members_of(load_snapshotter_config(doc))
+    [alone] = with_myself(load_snapshotter_config(doc))
     assert alone.label == "redis-data/0"
 
 

@@ -37,11 +37,11 @@ import boto3  # noqa: E402
 
 from disk_snapshots.catalog import Query  # noqa: E402
 from disk_snapshots.config import Retention  # noqa: E402
-from disk_snapshots.instance import Disk  # noqa: E402
 from disk_snapshots.providers.aws_ebs import AwsEbsProvider  # noqa: E402
 from disk_snapshots.providers.aws_ebs import display_name  # noqa: E402
-from disk_snapshots.providers.aws_ebs import tag_list  # noqa: E402
+from disk_snapshots.providers.ec2 import tag_list  # noqa: E402
 from disk_snapshots.retention import plan_retention  # noqa: E402
+from disk_snapshots.vm.instance import Disk  # noqa: E402
 from support.aws import REGION  # noqa: E402
 from support.aws import ZONE  # noqa: E402
 from support.aws import sample_annotations  # noqa: E402

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from disk_snapshots.config import AwsSettings
-from disk_snapshots.instance import Disk
 from disk_snapshots.providers.aws_ebs import AwsEbsProvider
+from disk_snapshots.vm.instance import Disk
 from support.aws import BACKUP_REGION
 from support.aws import REGION
 from support.aws import ZONE

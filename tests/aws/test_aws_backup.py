@@ -10,9 +10,9 @@ import pytest
 from disk_snapshots.annotations import TAG_PREFIX
 from disk_snapshots.catalog import Query
 from disk_snapshots.providers.aws_ebs import SOURCE_REGION_TAG
-from disk_snapshots.providers.aws_ebs import SOURCE_SNAPSHOT_TAG
 from disk_snapshots.providers.aws_ebs import AwsEbsProvider
 from disk_snapshots.providers.base import ProviderError
+from disk_snapshots.providers.ec2 import SOURCE_SNAPSHOT_TAG
 from disk_snapshots.table import render_table
 from disk_snapshots.table import to_json
 from support.aws import BACKUP_REGION

@@ -18,12 +18,12 @@ import pytest
 from botocore.awsrequest import AWSResponse
 from botocore.awsrequest import HTTPHeaders
 
-from disk_snapshots.providers.aws_ebs import MATERIALIZED_BY_TAG
-from disk_snapshots.providers.aws_ebs import SOURCE_SNAPSHOT_TAG
-from disk_snapshots.providers.aws_ebs import TEMPORARY_TAG
 from disk_snapshots.providers.aws_ebs import AwsEbsProvider
-from disk_snapshots.providers.aws_ebs import imds_instance_id
 from disk_snapshots.providers.base import ProviderError
+from disk_snapshots.providers.ebs_volumes import MATERIALIZED_BY_TAG
+from disk_snapshots.providers.ebs_volumes import TEMPORARY_TAG
+from disk_snapshots.providers.ebs_volumes import imds_instance_id
+from disk_snapshots.providers.ec2 import SOURCE_SNAPSHOT_TAG
 from support.aws import ZONE
 from support.aws import FakeDevices
 from support.aws import MakeProvider

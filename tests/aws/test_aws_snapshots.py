@@ -13,12 +13,12 @@ import pytest
 from disk_snapshots.annotations import TAG_PREFIX
 from disk_snapshots.catalog import Query
 from disk_snapshots.config import Retention
-from disk_snapshots.instance import Disk
 from disk_snapshots.providers import make_provider
 from disk_snapshots.providers.aws_ebs import AwsEbsProvider
 from disk_snapshots.providers.base import ProviderError
 from disk_snapshots.providers.base import UnknownSnapshot
 from disk_snapshots.retention import plan_retention
+from disk_snapshots.vm.instance import Disk
 from support.aws import SECRET
 from support.aws import MakeProvider
 from support.aws import World

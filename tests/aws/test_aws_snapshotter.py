@@ -16,9 +16,9 @@ from disk_snapshots.annotations import TAG_PREFIX
 from disk_snapshots.config import load_snapshotter_config
 from disk_snapshots.providers import make_provider
 from disk_snapshots.providers.aws_ebs import AwsEbsProvider
-from disk_snapshots.services import make_service
-from disk_snapshots.snapshotter import Paths
-from disk_snapshots.snapshotter import Snapshotter
+from disk_snapshots.snapshot.snapshotter import Paths
+from disk_snapshots.snapshot.snapshotter import Snapshotter
+from disk_snapshots.vm.services import make_service
 from support.aws import SECRET
 from support.aws import World
 from support.configdocs import snapshotter_doc

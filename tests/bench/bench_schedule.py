@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests"))
 
 from disk_snapshots.config import load_snapshotter_config  # noqa: E402
-from disk_snapshots.daemon import Scheduler  # noqa: E402
+from disk_snapshots.daemon.scheduler import Scheduler  # noqa: E402
 from disk_snapshots.metrics import Metrics  # noqa: E402
 from support.configdocs import snapshotter_doc  # noqa: E402
 

@@ -34,14 +34,15 @@ sys.path.insert(0, str(REPO / "tests"))
 from disk_snapshots.annotations import Annotations  # noqa: E402
 from disk_snapshots.annotations import Consistency  # noqa: E402
 from disk_snapshots.annotations import Role  # noqa: E402
+from disk_snapshots.commands.hooks import drain  # noqa: E402
 from disk_snapshots.config import QuiesceConfig  # noqa: E402
-from disk_snapshots.hooks import drain  # noqa: E402
-from disk_snapshots.instance import Disk  # noqa: E402
 from disk_snapshots.providers.loopback import LoopbackProvider  # noqa: E402
-from disk_snapshots.quiesce import take_quiesced  # noqa: E402
-from disk_snapshots.resp import RedisClient  # noqa: E402
-from disk_snapshots.services import RedisService  # noqa: E402
-from disk_snapshots.snapshotter import Paths  # noqa: E402
+from disk_snapshots.snapshot.quiesce import Freezer  # noqa: E402
+from disk_snapshots.snapshot.quiesce import snapshot_quiesced  # noqa: E402
+from disk_snapshots.snapshot.snapshotter import Paths  # noqa: E402
+from disk_snapshots.vm.instance import Disk  # noqa: E402
+from disk_snapshots.vm.resp import RedisClient  # noqa: E402
+from disk_snapshots.vm.services import RedisService  # noqa: E402
 from support.configdocs import snapshotter_doc  # noqa: E402
 
 QUIESCE = QuiesceConfig(freeze=True, freeze_timeout=10, on_failure="abort")
@@ -221,13 +222,15 @@ def bench_write_pause(pool_dir: Path, base: Path) -> None:
         frozen: list[float] = []
         for _ in range(5):
             start = time.monotonic()
-            taken = take_quiesced(
-                disk=d,
-                provider=provider,
-                service=RedisService(client),
-                quiesce=QUIESCE,
-                annotate=annotate_for(d),
-                lease_dir=base / "leases",
+            taken = snapshot_quiesced(
+                Freezer(
+                    disk=d,
+                    provider=provider,
+                    service=RedisService(client),
+                    quiesce=QUIESCE,
+                    lease_dir=base / "leases",
+                ),
+                annotate_for(d),
             )
             quiesced += writer.window(start, time.monotonic())
             frozen.append(taken.frozen_seconds)
@@ -264,13 +267,15 @@ def bench_snapshot_sizes(pool_dir: Path, base: Path) -> None:
             samples = []
             for _ in range(5):
                 start = time.monotonic()
-                take_quiesced(
-                    disk=d,
-                    provider=provider,
-                    service=_NoFlush(),
-                    quiesce=QUIESCE,
-                    annotate=annotate_for(d),
-                    lease_dir=base / "leases",
+                snapshot_quiesced(
+                    Freezer(
+                        disk=d,
+                        provider=provider,
+                        service=_NoFlush(),
+                        quiesce=QUIESCE,
+                        lease_dir=base / "leases",
+                    ),
+                    annotate_for(d),
                 )
                 samples.append(time.monotonic() - start)
             times[size] = statistics.median(samples)

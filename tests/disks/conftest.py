@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from disk_snapshots.instance import Disk
-from disk_snapshots.snapshotter import Paths
+from disk_snapshots.snapshot.snapshotter import Paths
+from disk_snapshots.vm.instance import Disk
 from support.configdocs import snapshotter_doc
 from support.disks import require_root
 from support.disks import sh

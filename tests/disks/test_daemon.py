@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 
-from disk_snapshots.daemon import Scheduler
-from disk_snapshots.instance import Disk
+from disk_snapshots.daemon.scheduler import Scheduler
 from disk_snapshots.metrics import Metrics
-from disk_snapshots.snapshotter import Paths
-from disk_snapshots.snapshotter import Snapshotter
+from disk_snapshots.snapshot.snapshotter import Paths
+from disk_snapshots.snapshot.snapshotter import Snapshotter
+from disk_snapshots.vm.instance import Disk
 from support.disks import write_config
 
 pytestmark = pytest.mark.root

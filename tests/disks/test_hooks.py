@@ -6,12 +6,12 @@ from typing import Any
 
 import pytest
 
-from disk_snapshots.hooks import drain
-from disk_snapshots.hooks import post_stop
-from disk_snapshots.hooks import pre_start
-from disk_snapshots.instance import Disk
+from disk_snapshots.commands.hooks import drain
+from disk_snapshots.commands.hooks import post_stop
+from disk_snapshots.commands.hooks import pre_start
 from disk_snapshots.providers.loopback import LoopbackProvider
-from disk_snapshots.snapshotter import Paths
+from disk_snapshots.snapshot.snapshotter import Paths
+from disk_snapshots.vm.instance import Disk
 from support.disks import write_config
 
 pytestmark = pytest.mark.root

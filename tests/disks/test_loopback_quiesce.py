@@ -21,14 +21,15 @@ from disk_snapshots.annotations import Role
 from disk_snapshots.catalog import Query
 from disk_snapshots.catalog import Snapshot
 from disk_snapshots.config import QuiesceConfig
-from disk_snapshots.instance import Disk
 from disk_snapshots.providers.base import UnknownSnapshot
 from disk_snapshots.providers.loopback import LoopbackProvider
-from disk_snapshots.quiesce import QuiesceError
-from disk_snapshots.quiesce import take_quiesced
-from disk_snapshots.resp import RedisClient
-from disk_snapshots.services import NoService
-from disk_snapshots.services import RedisService
+from disk_snapshots.snapshot.quiesce import Freezer
+from disk_snapshots.snapshot.quiesce import QuiesceError
+from disk_snapshots.snapshot.quiesce import snapshot_quiesced
+from disk_snapshots.vm.instance import Disk
+from disk_snapshots.vm.resp import RedisClient
+from disk_snapshots.vm.services import NoService
+from disk_snapshots.vm.services import RedisService
 
 pytestmark = pytest.mark.root
 
@@ -74,13 +75,15 @@ def writable(path: Path, timeout: float) -> bool:
 def test_snapshot_is_the_point_in_time_and_materializes(disk: Disk, tmp_path: Path) -> None:
     provider = LoopbackProvider.for_disk("", disk)
     (disk.mount / "data").write_text("before")
-    taken = take_quiesced(
-        disk=disk,
-        provider=provider,
-        service=NoService(),
-        quiesce=FREEZE,
-        annotate=annotator(disk),
-        lease_dir=tmp_path / "leases",
+    taken = snapshot_quiesced(
+        Freezer(
+            disk=disk,
+            provider=provider,
+            service=NoService(),
+            quiesce=FREEZE,
+            lease_dir=tmp_path / "leases",
+        ),
+        annotator(disk),
     )
     (disk.mount / "data").write_text("after")
     snapshot = taken.snapshot
@@ -114,7 +117,7 @@ def test_hostile_ids_never_reach_a_path(disk: Disk, hostile: str) -> None:
 
 
 def test_sigkill_while_frozen_thaws_within_the_lease(disk: Disk, tmp_path: Path) -> None:
-    """The holder dies while the disk is frozen: the watchdog thaws it (DESIGN §12)."""
+    """The holder dies while the disk is frozen: the watchdog thaws it (snapshot/quiesce.py)."""
     marker = tmp_path / "frozen"
     holder = subprocess.Popen(
         [
@@ -122,7 +125,7 @@ def test_sigkill_while_frozen_thaws_within_the_lease(disk: Disk, tmp_path: Path)
             "-c",
             textwrap.dedent(f"""
         import pathlib, time
-        from disk_snapshots.quiesce import frozen
+        from disk_snapshots.snapshot.quiesce import frozen
         mount = pathlib.Path({str(disk.mount)!r})
         with frozen(mount, 30, pathlib.Path({str(tmp_path / "leases")!r})):
             pathlib.Path({str(marker)!r}).write_text("frozen")
@@ -155,13 +158,15 @@ def test_expired_lease_deletes_the_snapshot(disk: Disk, tmp_path: Path) -> None:
     with pytest.raises(
         QuiesceError, match="released by the watchdog before the snapshot was fixed"
     ):
-        take_quiesced(
-            disk=disk,
-            provider=provider,
-            service=NoService(),
-            quiesce=short,
-            annotate=annotator(disk),
-            lease_dir=tmp_path / "leases",
+        snapshot_quiesced(
+            Freezer(
+                disk=disk,
+                provider=provider,
+                service=NoService(),
+                quiesce=short,
+                lease_dir=tmp_path / "leases",
+            ),
+            annotator(disk),
         )
     assert provider.list() == []
     assert writable(disk.mount, timeout=5)
@@ -199,13 +204,15 @@ def test_redis_key_written_before_the_snapshot_is_in_it(
 ) -> None:
     provider = LoopbackProvider.for_disk("", disk)
     redis.call("SET", "written-before", "yes")
-    taken = take_quiesced(
-        disk=disk,
-        provider=provider,
-        service=RedisService(redis),
-        quiesce=FREEZE,
-        annotate=annotator(disk),
-        lease_dir=tmp_path / "leases",
+    taken = snapshot_quiesced(
+        Freezer(
+            disk=disk,
+            provider=provider,
+            service=RedisService(redis),
+            quiesce=FREEZE,
+            lease_dir=tmp_path / "leases",
+        ),
+        annotator(disk),
     )
     redis.call("SET", "written-after", "yes")
     assert taken.snapshot.annotations.consistency == "app"
@@ -224,24 +231,28 @@ def test_redis_refusing_to_flush_aborts_or_is_recorded(
     provider = LoopbackProvider.for_disk("", disk)
     refusing = RedisService(redis)
     with pytest.raises(QuiesceError, match="no snapshot taken: redis refused to flush") as caught:
-        take_quiesced(
-            disk=disk,
-            provider=provider,
-            service=refusing,
-            quiesce=FREEZE,
-            annotate=annotator(disk),
-            lease_dir=tmp_path / "leases",
+        snapshot_quiesced(
+            Freezer(
+                disk=disk,
+                provider=provider,
+                service=refusing,
+                quiesce=FREEZE,
+                lease_dir=tmp_path / "leases",
+            ),
+            annotator(disk),
         )
     assert "unknown command" in str(caught.value) and "BGSAVE" in str(caught.value)
     assert provider.list() == []
     lenient = QuiesceConfig(freeze=True, freeze_timeout=5, on_failure="crash-consistent")
-    taken = take_quiesced(
-        disk=disk,
-        provider=provider,
-        service=refusing,
-        quiesce=lenient,
-        annotate=annotator(disk),
-        lease_dir=tmp_path / "leases",
+    taken = snapshot_quiesced(
+        Freezer(
+            disk=disk,
+            provider=provider,
+            service=refusing,
+            quiesce=lenient,
+            lease_dir=tmp_path / "leases",
+        ),
+        annotator(disk),
     )
     assert taken.snapshot.annotations.consistency == "fs"
     assert any("flush failed" in w for w in taken.warnings)
@@ -252,12 +263,14 @@ def test_an_unreachable_redis_aborts_the_snapshot(disk: Disk, tmp_path: Path) ->
     provider = LoopbackProvider.for_disk("", disk)
     absent = RedisService(RedisClient(port=1, timeout=0.5))  # nothing listens there
     with pytest.raises(QuiesceError, match="no snapshot taken: redis refused to flush"):
-        take_quiesced(
-            disk=disk,
-            provider=provider,
-            service=absent,
-            quiesce=FREEZE,
-            annotate=annotator(disk),
-            lease_dir=tmp_path / "leases",
+        snapshot_quiesced(
+            Freezer(
+                disk=disk,
+                provider=provider,
+                service=absent,
+                quiesce=FREEZE,
+                lease_dir=tmp_path / "leases",
+            ),
+            annotator(disk),
         )
     assert provider.list() == []

@@ -17,11 +17,12 @@ from disk_snapshots.annotations import Annotations
 from disk_snapshots.annotations import Consistency
 from disk_snapshots.annotations import Role
 from disk_snapshots.config import QuiesceConfig
-from disk_snapshots.instance import Disk
 from disk_snapshots.providers.loopback import LoopbackProvider
-from disk_snapshots.quiesce import QuiesceError
-from disk_snapshots.quiesce import take_quiesced
-from disk_snapshots.services import PostgresService
+from disk_snapshots.snapshot.quiesce import Freezer
+from disk_snapshots.snapshot.quiesce import QuiesceError
+from disk_snapshots.snapshot.quiesce import snapshot_quiesced
+from disk_snapshots.vm.instance import Disk
+from disk_snapshots.vm.services import PostgresService
 
 pytestmark = pytest.mark.root
 
@@ -109,13 +110,15 @@ def test_checkpoint_then_freeze_is_app_consistent(
 ) -> None:
     postgres._query("CREATE TABLE t (v text); INSERT INTO t VALUES ('before')", "setup")
     provider = LoopbackProvider.for_disk("", disk)
-    taken = take_quiesced(
-        disk=disk,
-        provider=provider,
-        service=postgres,
-        quiesce=FREEZE,
-        annotate=annotate,
-        lease_dir=tmp_path / "leases",
+    taken = snapshot_quiesced(
+        Freezer(
+            disk=disk,
+            provider=provider,
+            service=postgres,
+            quiesce=FREEZE,
+            lease_dir=tmp_path / "leases",
+        ),
+        annotate,
     )
     assert (taken.snapshot.annotations.consistency, taken.snapshot.annotations.role) == (
         "app",
@@ -134,13 +137,15 @@ def test_a_user_who_may_not_checkpoint_aborts_the_snapshot(
     with pytest.raises(
         QuiesceError, match="no snapshot taken: postgres flush \\(CHECKPOINT\\)"
     ) as caught:
-        take_quiesced(
-            disk=disk,
-            provider=LoopbackProvider.for_disk("", disk),
-            service=weak,
-            quiesce=FREEZE,
-            annotate=annotate,
-            lease_dir=tmp_path / "leases",
+        snapshot_quiesced(
+            Freezer(
+                disk=disk,
+                provider=LoopbackProvider.for_disk("", disk),
+                service=weak,
+                quiesce=FREEZE,
+                lease_dir=tmp_path / "leases",
+            ),
+            annotate,
         )
     assert "CHECKPOINT" in str(caught.value)
     assert LoopbackProvider.for_disk("", disk).list() == []

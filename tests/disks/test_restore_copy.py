@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 
-from disk_snapshots.hooks import pre_start
-from disk_snapshots.instance import Disk
-from disk_snapshots.restore_copy import Journal
-from disk_snapshots.restore_copy import RestoreCopyError
-from disk_snapshots.restore_copy import copy_tree
-from disk_snapshots.snapshotter import Paths
+from disk_snapshots.commands.hooks import pre_start
+from disk_snapshots.restore.copy import RestoreCopyError
+from disk_snapshots.restore.copy import copy_tree
+from disk_snapshots.restore.journal import Journal
+from disk_snapshots.snapshot.snapshotter import Paths
+from disk_snapshots.vm.instance import Disk
 from support.disks import write_config
 
 pytestmark = pytest.mark.root

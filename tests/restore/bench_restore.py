@@ -28,8 +28,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from disk_snapshots.restore_copy import Journal
-from disk_snapshots.restore_copy import copy_tree
+from disk_snapshots.restore.copy import copy_tree
+from disk_snapshots.restore.journal import Journal
 
 MIB = 1024 * 1024
 TOTAL_MIB = int(os.environ.get("BENCH_RESTORE_MIB", "2048"))

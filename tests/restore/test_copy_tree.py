@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from disk_snapshots.restore_copy import Journal
-from disk_snapshots.restore_copy import copy_tree
+from disk_snapshots.restore.copy import copy_tree
+from disk_snapshots.restore.journal import Journal
 
 pytestmark = pytest.mark.root
 

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from disk_snapshots.commands.errands import take_snapshot
 from disk_snapshots.config import TlsConfig
-from disk_snapshots.errands import take_snapshot
-from disk_snapshots.restore_copy import Journal
+from disk_snapshots.restore.journal import Journal
 from support.cluster import stop_daemon
 from support.redis_cluster import Node
 from support.redis_cluster import redis_cluster
@@ -191,8 +191,8 @@ def test_an_unreachable_member_fails_before_anything_is_stopped(cluster: list[No
 
 
 ERRAND = (
-    "import sys; from pathlib import Path; from disk_snapshots import restore; "
-    "from disk_snapshots.snapshotter import Paths; "
+    "import sys; from pathlib import Path; from disk_snapshots.commands import restore; "
+    "from disk_snapshots.snapshot.snapshotter import Paths; "
     "sys.exit(restore.run(Paths(root=Path(sys.argv[1]))))"
 )
 

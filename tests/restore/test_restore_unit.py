@@ -10,32 +10,31 @@ from pathlib import Path
 
 import pytest
 
-from disk_snapshots.agent_client import AgentClient
-from disk_snapshots.agent_client import AgentError
-from disk_snapshots.api import Agent
-from disk_snapshots.api import serve
-from disk_snapshots.config import LinkInstance
+from disk_snapshots.api.client import AgentClient
+from disk_snapshots.api.client import AgentError
+from disk_snapshots.api.server import serve
 from disk_snapshots.config import TlsConfig
 from disk_snapshots.config import load_snapshotter_config
+from disk_snapshots.daemon.agent import Agent
+from disk_snapshots.members import Member
+from disk_snapshots.members import linked
 from disk_snapshots.metrics import Metrics
-from disk_snapshots.restore import RestoreFailed
-from disk_snapshots.restore import choose_leader
-from disk_snapshots.restore import find_unfinished
-from disk_snapshots.restore import new_restore_id
-from disk_snapshots.restore import plan_entries
-from disk_snapshots.restore import restore_members
-from disk_snapshots.restore import supersedes
-from disk_snapshots.restore_copy import Journal
-from disk_snapshots.restore_plan import Member
+from disk_snapshots.restore.journal import Journal
+from disk_snapshots.restore.journal import new_restore_id
+from disk_snapshots.restore.plan import PlanEntry
+from disk_snapshots.restore.plan import choose_leader
+from disk_snapshots.restore.resume import RestoreFailed
+from disk_snapshots.restore.resume import find_unfinished
+from disk_snapshots.restore.resume import supersedes
 from support.configdocs import snapshotter_doc
 from support.configdocs import spec_defaults
 from support.fakes import FakeMonit
 from support.fakes import fake_snapshotter
 
-A = LinkInstance("redis", 0, "id-a", "z1", "10.0.0.1", False)
-B = LinkInstance("redis", 1, "id-b", "z1", "10.0.0.2", True)
-C = LinkInstance("redis", 2, "id-c", "z1", "10.0.0.3", False)
-DATA = LinkInstance("redis-data", 0, "id-d", "z1", "10.0.0.4", True)
+A = Member("redis", 0, "id-a", "10.0.0.1", bootstrap=False)
+B = Member("redis", 1, "id-b", "10.0.0.2", bootstrap=True)
+C = Member("redis", 2, "id-c", "10.0.0.3", bootstrap=False)
+DATA = Member("redis-data", 0, "id-d", "10.0.0.4", bootstrap=True)
 
 
 def test_the_leader_groups_bootstrap_leads_with_a_peers_link() -> None:
@@ -60,23 +59,31 @@ def test_no_single_leader_means_the_bootstrap_instance() -> None:
 def test_members_are_both_links_in_order(tmp_path: Path) -> None:
     doc = snapshotter_doc()
 
-    def link(*instances: LinkInstance) -> dict[str, object]:
+    def link(*instances: Member) -> dict[str, object]:
         return {
             "properties": {"api": {"port": 2453}, "service": {"profile": "redis"}},
-            "instances": [i.__dict__ for i in instances],
+            "instances": [
+                {"name": i.group, "index": i.index, "id": i.id, "az": "z1"}
+                | {"address": i.address, "bootstrap": i.bootstrap}
+                for i in instances
+            ],
         }
 
     doc["links"] = {"snapshotter": link(B, A), "peers": link(DATA, A)}
-    members = restore_members(load_snapshotter_config(doc))
+    members = linked(load_snapshotter_config(doc))
     assert [m.id for m in members] == ["id-b", "id-a", "id-d"]
     doc["links"] = {"snapshotter": None, "peers": None}
-    alone = restore_members(load_snapshotter_config(doc))
-    assert [m.name for m in alone] == ["redis-leader/0"]
+    alone = linked(load_snapshotter_config(doc))
+    assert [m.label for m in alone] == ["redis-leader/0"]
 
 
 LEADER = Member("redis-leader", 0, "id-l", "10.0.0.1")
 FOLLOWER = Member("redis-data", 0, "id-f", "10.0.0.2")
-PLAN = plan_entries([(LEADER, "leader", "copy", "snap-1"), (FOLLOWER, "follower", "resync", "")])
+PLAN = [
+    PlanEntry(LEADER.label, LEADER.id, "leader", "copy", "snap-1"),
+    PlanEntry(FOLLOWER.label, FOLLOWER.id, "follower", "resync", ""),
+]
+PLAN_JSON = [e.to_json() for e in PLAN]  # as the journal's JSON holds it
 
 
 def journal(restore_id: str, phase: str = "copying", plan: bool = True) -> Journal:
@@ -153,7 +160,9 @@ def test_safety_needs_a_stopped_service_then_journals_once(
     again = client.restore_safety(RID, "snap-0000", "copy", "leader", "redis-leader/0", PLAN)
     assert again["taken"] is False and again["safety_snapshot_id"] == safety.id
     journal = client.restore_journal()["journal"]
-    assert isinstance(journal, dict) and journal["phase"] == "planned" and journal["plan"] == PLAN
+    assert (
+        isinstance(journal, dict) and journal["phase"] == "planned" and journal["plan"] == PLAN_JSON
+    )
     # A planned (not yet copied) disk never starts, whoever asks.
     with pytest.raises(AgentError) as refused:
         client.service_start(timeout=5)

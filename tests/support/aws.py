@@ -13,9 +13,9 @@ from pathlib import Path
 
 from disk_snapshots.annotations import Annotations
 from disk_snapshots.config import AwsSettings
-from disk_snapshots.instance import Disk
 from disk_snapshots.providers.aws_ebs import AwsEbsProvider
 from disk_snapshots.providers.base import ProviderError
+from disk_snapshots.vm.instance import Disk
 from support.net import free_port
 
 REGION = "eu-west-1"

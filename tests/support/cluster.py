@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from disk_snapshots.config import TlsConfig
-from disk_snapshots.snapshotter import Paths
+from disk_snapshots.snapshot.snapshotter import Paths
 from support.configdocs import snapshotter_doc
 from support.disks import sh
 from support.net import free_port
@@ -141,7 +141,8 @@ class Vm:
 DAEMON = (
     "import logging, sys; from pathlib import Path; "
     "logging.basicConfig(level=logging.INFO, format='%(asctime)s %(name)s %(message)s'); "
-    "from disk_snapshots.daemon import run; from disk_snapshots.snapshotter import Paths; "
+    "from disk_snapshots.commands.daemon import run; "
+    "from disk_snapshots.snapshot.snapshotter import Paths; "
     "sys.exit(run(Paths(root=Path(sys.argv[1]))))"
 )
 

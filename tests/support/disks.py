@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from disk_snapshots.snapshotter import Paths
+from disk_snapshots.snapshot.snapshotter import Paths
 
 
 def sh(*argv: str) -> str:

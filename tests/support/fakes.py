@@ -10,21 +10,21 @@ from dataclasses import field
 from pathlib import Path
 from typing import Any
 
-from disk_snapshots.agent_client import AgentClient
 from disk_snapshots.annotations import Annotations
 from disk_snapshots.annotations import Role
-from disk_snapshots.api import Agent
-from disk_snapshots.api import RunningApi
+from disk_snapshots.api.client import AgentClient
+from disk_snapshots.api.server import RunningApi
 from disk_snapshots.catalog import Query
 from disk_snapshots.catalog import Snapshot
 from disk_snapshots.catalog import select
 from disk_snapshots.config import TlsConfig
 from disk_snapshots.config import load_snapshotter_config
-from disk_snapshots.instance import Disk
+from disk_snapshots.daemon.agent import Agent
 from disk_snapshots.providers.base import UnknownSnapshot
-from disk_snapshots.services import ServiceError
-from disk_snapshots.snapshotter import Paths
-from disk_snapshots.snapshotter import Snapshotter
+from disk_snapshots.snapshot.snapshotter import Paths
+from disk_snapshots.snapshot.snapshotter import Snapshotter
+from disk_snapshots.vm.instance import Disk
+from disk_snapshots.vm.services import ServiceError
 from support.configdocs import snapshotter_doc
 
 

@@ -18,12 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from disk_snapshots import restore
-from disk_snapshots.agent_client import AgentClient
+from disk_snapshots.api.client import AgentClient
 from disk_snapshots.catalog import Snapshot
+from disk_snapshots.commands import restore
 from disk_snapshots.config import TlsConfig
-from disk_snapshots.resp import RedisClient
-from disk_snapshots.snapshotter import Snapshotter
+from disk_snapshots.snapshot.snapshotter import Snapshotter
+from disk_snapshots.vm.resp import RedisClient
 from support.cluster import DAEMON
 from support.cluster import MEMBERS
 from support.cluster import MemberDisks

@@ -14,6 +14,7 @@ from disk_snapshots.config import RestoreConfig
 from disk_snapshots.config import SnapshotterConfig
 from disk_snapshots.config import load_config
 from disk_snapshots.config import load_snapshotter_config
+from disk_snapshots.restore.target import Target
 from support.configdocs import snapshotter_doc
 from support.configdocs import spec_defaults
 
@@ -239,7 +240,7 @@ def test_errand_configs() -> None:
     restore = {"job": "restore", "properties": {"restore": spec_defaults("restore")["restore"]}}
     config = load_config(restore)
     assert isinstance(config, RestoreConfig)
-    assert config.target == "latest"
+    assert config.target == Target("latest")
     restore["properties"]["restore"]["target"] = "time:2026-11-29 08:00"
     assert any("needs an ISO 8601 timestamp with a zone" in p for p in problems_of(restore))
     restore["properties"]["restore"]["target"] = "yesterday"

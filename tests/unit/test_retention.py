@@ -1,4 +1,5 @@
-"""Retention: the rules select what to keep, and the guards of DESIGN §5 hold for any history."""
+"""Retention: the rules select what to keep, and the guards (docs/catalog.md) hold for any
+history."""
 
 from __future__ import annotations
 

@@ -1,11 +1,11 @@
-"""Snapshot backends behind one small interface (DESIGN §4)."""
+"""Snapshot backends behind one small interface (base.py; docs/catalog.md)."""
 
 from __future__ import annotations
 
 from disk_snapshots.config import ProviderConfig
-from disk_snapshots.instance import Disk
 from disk_snapshots.providers.base import Provider
 from disk_snapshots.providers.base import ProviderError
+from disk_snapshots.vm.instance import Disk
 
 
 def make_provider(config: ProviderConfig, disk: Disk | None) -> Provider:

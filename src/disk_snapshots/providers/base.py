@@ -5,11 +5,12 @@ from __future__ import annotations
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Protocol
+from typing import runtime_checkable
 
 from disk_snapshots.annotations import Annotations
 from disk_snapshots.catalog import Query
 from disk_snapshots.catalog import Snapshot
-from disk_snapshots.instance import Disk
+from disk_snapshots.vm.instance import Disk
 
 
 class ProviderError(RuntimeError):
@@ -47,4 +48,13 @@ class Provider(Protocol):
 
     def materialize(self, snapshot_id: str, az: str) -> AbstractContextManager[Path]:
         """A read-only mount of a new disk made from the snapshot, gone on exit."""
+        ...
+
+
+@runtime_checkable
+class LeavesDebris(Protocol):
+    """A provider whose materialize makes resources a killed process can leave behind."""
+
+    def cleanup_leftovers(self) -> list[str]:
+        """Remove what earlier runs on this VM left behind; the ids of what was removed."""
         ...

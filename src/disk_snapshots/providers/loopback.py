@@ -1,4 +1,4 @@
-"""The ``loopback`` provider: the local stand-in for an IaaS (DESIGN §4).
+"""The ``loopback`` provider: the local stand-in for an IaaS (docs/catalog.md).
 
 A persistent disk is an ext4 image attached through a loop device. A snapshot is a
 reflink clone of that image taken while the filesystem is frozen: copy-on-write, a
@@ -25,15 +25,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from disk_snapshots import fsops
 from disk_snapshots.annotations import AnnotationError
 from disk_snapshots.annotations import Annotations
 from disk_snapshots.catalog import Query
 from disk_snapshots.catalog import Snapshot
 from disk_snapshots.catalog import select
-from disk_snapshots.instance import Disk
 from disk_snapshots.providers.base import ProviderError
 from disk_snapshots.providers.base import UnknownSnapshot
+from disk_snapshots.vm import fsops
+from disk_snapshots.vm.instance import Disk
 
 log = logging.getLogger(__name__)
 

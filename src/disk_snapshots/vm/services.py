@@ -7,9 +7,9 @@ memory onto the disk before a snapshot, and how to undo that afterwards.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
-import subprocess
 import time
 from collections.abc import Mapping
 from collections.abc import Sequence
@@ -20,10 +20,15 @@ from typing import Protocol
 from disk_snapshots.annotations import ROLES
 from disk_snapshots.annotations import Role
 from disk_snapshots.config import ServiceConfig
-from disk_snapshots.resp import RedisClient
-from disk_snapshots.resp import RedisError
+from disk_snapshots.vm import processes
+from disk_snapshots.vm.resp import RedisClient
+from disk_snapshots.vm.resp import RedisError
+
+log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT = 30.0
+# Imports and restore.verify are operator commands: they get as long as pre-start gives them.
+IMPORT_SECONDS = 600
 
 
 class ServiceError(RuntimeError):
@@ -47,28 +52,16 @@ def run_argv(
     what: str,
     timeout: float = DEFAULT_TIMEOUT,
     env: Mapping[str, str] | None = None,
-    error: type[Exception] = ServiceError,
 ) -> str:
-    """Run a command (an argv list, never a shell string) with a deadline; ``error`` names
-    what goes wrong, with the command and its output."""
-    try:
-        proc = subprocess.run(
-            list(argv),
-            env={**os.environ, **env} if env else None,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-            stdin=subprocess.DEVNULL,
-        )
-    except FileNotFoundError:
-        raise error(f"{what}: {argv[0]} does not exist") from None
-    except subprocess.TimeoutExpired:
-        raise error(f"{what}: {' '.join(argv)} did not finish within {timeout:.0f}s") from None
-    if proc.returncode != 0:
-        detail = (proc.stderr or proc.stdout).strip()[-500:]
-        raise error(f"{what}: {' '.join(argv)} exited {proc.returncode}: {detail}")
-    return proc.stdout
+    """A service command (profile probe, flush, import, verify); ServiceError when it fails."""
+    return processes.run_argv(argv, what, timeout, env, error=ServiceError)
+
+
+def run_imports(commands: Sequence[Sequence[str]], what: str) -> None:
+    """``service.import`` commands, in order (after a restore, or when drain left state)."""
+    for argv in commands:
+        log.info("%s: running %s", what, " ".join(argv))
+        run_argv(argv, what, timeout=IMPORT_SECONDS)
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""The snapshotter job's BOSH lifecycle hooks (DESIGN §6, reference §1).
+"""The snapshotter job's BOSH lifecycle hooks (docs/bosh-contracts.md, the hooks).
 
 Each returns an exit code; drain also returns the one line it prints, because the
 agent reads drain's stdout as a signed integer and nothing else may reach it.
@@ -18,55 +18,48 @@ from datetime import UTC
 from datetime import datetime
 from pathlib import Path
 
+from disk_snapshots.config import EXIT_INVALID_CONFIG
 from disk_snapshots.config import ConfigError
 from disk_snapshots.config import SnapshotterConfig
 from disk_snapshots.config import load_snapshotter_config
-from disk_snapshots.deadline import DeadlineExceeded
-from disk_snapshots.deadline import deadline
-from disk_snapshots.instance import InstanceError
-from disk_snapshots.instance import current_disk
+from disk_snapshots.drain import DrainArgumentError
+from disk_snapshots.drain import decide
 from disk_snapshots.providers import make_provider
 from disk_snapshots.providers.base import ProviderError
-from disk_snapshots.quiesce import QuiesceError
-from disk_snapshots.restore_copy import Journal
-from disk_snapshots.services import ServiceError
-from disk_snapshots.services import run_argv
-from disk_snapshots.snapshotter import VM_PATHS
-from disk_snapshots.snapshotter import Paths
-from disk_snapshots.snapshotter import Snapshotter
-from disk_snapshots.snapshotter import pending_import_marker
-from disk_snapshots.triggers import DrainArgumentError
-from disk_snapshots.triggers import decide
+from disk_snapshots.restore.journal import Journal
+from disk_snapshots.snapshot.snapshotter import SNAPSHOT_ERRORS
+from disk_snapshots.snapshot.snapshotter import VM_PATHS
+from disk_snapshots.snapshot.snapshotter import Paths
+from disk_snapshots.snapshot.snapshotter import Snapshotter
+from disk_snapshots.snapshot.snapshotter import pending_import_marker
+from disk_snapshots.vm.deadline import DeadlineExceeded
+from disk_snapshots.vm.deadline import deadline
+from disk_snapshots.vm.instance import InstanceError
+from disk_snapshots.vm.instance import current_disk
+from disk_snapshots.vm.services import ServiceError
+from disk_snapshots.vm.services import run_imports
 
 log = logging.getLogger("disk_snapshots.hooks")
 
 PRE_START_SECONDS = 600
 POST_START_SECONDS = 600
 PROBE_INTERVAL = 1.0
-# What can go wrong while taking a snapshot, as opposed to a bug.
-SNAPSHOT_ERRORS = (
-    QuiesceError,
-    ProviderError,
-    ServiceError,
-    InstanceError,
-    DeadlineExceeded,
-    OSError,
-)
 
 
-def run_imports(commands: Sequence[Sequence[str]], what: str) -> None:
-    for argv in commands:
-        log.info("%s: running %s", what, " ".join(argv))
-        run_argv(argv, what, timeout=PRE_START_SECONDS)
+def _config(paths: Paths) -> SnapshotterConfig | None:
+    """The snapshotter's config, or None when it is invalid (every bad property logged)."""
+    try:
+        return load_snapshotter_config(paths.config)
+    except ConfigError as err:
+        log.error("%s", err.report("invalid snapshotter properties"))
+        return None
 
 
 def pre_start(paths: Paths) -> int:
     """Refuse a bad deploy early, and import state that a restore or drain left behind."""
-    try:
-        config = load_snapshotter_config(paths.config)
-    except ConfigError as err:
-        log.error("%s", err.report("invalid snapshotter properties"))
-        return 1
+    config = _config(paths)
+    if config is None:
+        return EXIT_INVALID_CONFIG
     try:
         with deadline(PRE_START_SECONDS, "pre-start"):
             disk = current_disk(paths.root)
@@ -93,7 +86,7 @@ def post_start(paths: Paths) -> int:
         snapshotter = Snapshotter.load(paths)
     except ConfigError as err:
         log.error("%s", err.report("invalid snapshotter properties"))
-        return 1
+        return EXIT_INVALID_CONFIG
     except (InstanceError, ProviderError) as err:
         log.error("post-start failed: %s", err)
         return 1
@@ -123,13 +116,12 @@ def drain(args: Sequence[str], environ: Mapping[str, str], paths: Paths) -> tupl
     """Take the snapshot this stop calls for; returns (exit code, what to print on stdout).
 
     Failure with ``drain.on_failure: fail`` prints nothing and exits 1: the agent then
-    fails on "did not return a signed integer", whatever exit code it honours (§1.7).
+    fails on "did not return a signed integer", whatever exit code it honours
+    (docs/bosh-contracts.md, drain).
     """
-    try:
-        config = load_snapshotter_config(paths.config)
-    except ConfigError as err:
-        log.error("%s", err.report("invalid snapshotter properties"))
-        return 1, ""
+    config = _config(paths)
+    if config is None:
+        return EXIT_INVALID_CONFIG, ""
     try:
         decision = decide(
             list(args),
@@ -185,11 +177,9 @@ def _mark_pending_import(store: Path, reason: str) -> None:
 
 def post_stop(paths: Paths) -> int:
     """With ``post_stop_snapshot``: a clean snapshot, the service being stopped now."""
-    try:
-        config = load_snapshotter_config(paths.config)
-    except ConfigError as err:
-        log.error("%s", err.report("invalid snapshotter properties"))
-        return 1
+    config = _config(paths)
+    if config is None:
+        return EXIT_INVALID_CONFIG
     if not config.post_stop_snapshot:
         return 0
     try:

@@ -1,11 +1,11 @@
-"""drain's reading of the agent's arguments (reference §1.7 table)."""
+"""drain's reading of the agent's arguments (docs/bosh-contracts.md, the drain table)."""
 
 from __future__ import annotations
 
 import pytest
 
-from disk_snapshots.triggers import DrainArgumentError
-from disk_snapshots.triggers import decide
+from disk_snapshots.drain import DrainArgumentError
+from disk_snapshots.drain import decide
 
 ALL = ("deploy", "stop", "delete", "disk-change")
 DISK = '{"persistent_disk": 1024}'

@@ -1,32 +1,26 @@
-"""The client of the agent API (disk_snapshots.api): set coordinators, errands, restore.
+"""The client of the agent API: set coordinators, errands and the restore coordinator.
 
-Every instance presents the same certificate, as server and as client
-(manifests/operations/agent-api-tls.yml), so authentication is "signed by the
-deployment's CA" in both directions. Host names are not checked: link addresses may
-be IPs or BOSH DNS names, and a name check against a certificate every member shares
-would prove nothing the CA check has not already proved.
+Each call is its own HTTPS connection with a deadline; an answer of 400 or more raises
+AgentError with the member's message, no answer at all raises AgentUnreachable.
 """
 
 from __future__ import annotations
 
 import http.client
 import json
-import os
 import ssl
-import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
+from disk_snapshots.api.tls import client_context
 from disk_snapshots.config import TlsConfig
+from disk_snapshots.restore.plan import PlanEntry
+from disk_snapshots.triggers import MANUAL
 
 DEFAULT_TIMEOUT = 30.0
 # A quiesce flushes the service first; services get 30 s for that (services.DEFAULT_TIMEOUT).
 QUIESCE_TIMEOUT = 75.0
-
-
-class TlsSetupError(RuntimeError):
-    """The configured CA, certificate or key cannot be used (the message holds no secret)."""
 
 
 class AgentError(RuntimeError):
@@ -43,60 +37,6 @@ class AgentError(RuntimeError):
 
 class AgentUnreachable(RuntimeError):
     """No answer: connection refused, TLS refused, timeout."""
-
-
-def _load_identity(context: ssl.SSLContext, tls: TlsConfig) -> None:
-    # ssl reads a certificate chain only from a path. A memfd gives it one that never
-    # lands on a filesystem, so the private key exists nowhere but in this process.
-    pem = f"{tls.certificate.strip()}\n{tls.private_key.strip()}\n".encode()
-    try:
-        fd = os.memfd_create("agent-tls", os.MFD_CLOEXEC)
-    except (AttributeError, OSError):
-        fd = -1
-    try:
-        if fd >= 0:
-            view = memoryview(pem)
-            while view:
-                view = view[os.write(fd, view) :]
-            context.load_cert_chain(f"/proc/self/fd/{fd}")
-            return
-        with tempfile.TemporaryDirectory(prefix="agent-tls-") as private:
-            path = Path(private) / "identity.pem"
-            path.touch(mode=0o600)
-            path.write_bytes(pem)
-            context.load_cert_chain(str(path))
-    except ssl.SSLError as err:
-        raise TlsSetupError(
-            f"api.tls.certificate / api.tls.private_key cannot be loaded ({err.reason}); "
-            "they must be a PEM certificate and its matching private key"
-        ) from None
-    finally:
-        if fd >= 0:
-            os.close(fd)
-
-
-def _context(tls: TlsConfig, protocol: int) -> ssl.SSLContext:
-    if not tls.enabled:
-        raise TlsSetupError("api.tls is not set (see manifests/operations/agent-api-tls.yml)")
-    context = ssl.SSLContext(protocol)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_REQUIRED
-    try:
-        context.load_verify_locations(cadata=tls.ca)
-    except ssl.SSLError as err:
-        raise TlsSetupError(f"api.tls.ca cannot be loaded ({err.reason})") from None
-    _load_identity(context, tls)
-    return context
-
-
-def server_context(tls: TlsConfig) -> ssl.SSLContext:
-    """Mutual TLS for the server: no certificate from the CA, no handshake."""
-    return _context(tls, ssl.PROTOCOL_TLS_SERVER)
-
-
-def client_context(tls: TlsConfig) -> ssl.SSLContext:
-    return _context(tls, ssl.PROTOCOL_TLS_CLIENT)
 
 
 @dataclass
@@ -167,12 +107,12 @@ class AgentClient:
             )
         return document
 
-    # The endpoints (DESIGN §7).
+    # The endpoints (api/routes.py).
 
     def status(self) -> dict[str, object]:
         return self.call("GET", "/status")
 
-    def take_snapshot(self, trigger: str = "manual", note: str = "") -> str:
+    def take_snapshot(self, trigger: str = MANUAL, note: str = "") -> str:
         """Start a snapshot; returns the operation id to poll."""
         answer = self.call("POST", "/snapshots", {"trigger": trigger, "note": note})
         return str(answer["id"])
@@ -230,7 +170,7 @@ class AgentClient:
             raise AgentError(self.where, status, data[:200].decode(errors="replace"))
         return data.decode()
 
-    # Restore (the errand's coordinator; disk_snapshots.restore).
+    # Restore (the errand's coordinator, restore/coordinator.py).
 
     def restore_journal(self) -> dict[str, object]:
         return self.call("GET", "/restore/journal")
@@ -242,7 +182,7 @@ class AgentClient:
         action: str,
         role: str,
         instance: str,
-        plan: list[dict[str, str]],
+        plan: Sequence[PlanEntry],
         replaces: str = "",
         timeout: float = 600.0,
     ) -> dict[str, object]:
@@ -253,7 +193,7 @@ class AgentClient:
             "action": action,
             "role": role,
             "instance": instance,
-            "plan": list(plan),
+            "plan": [e.to_json() for e in plan],
         }
         if replaces:
             body["replaces"] = replaces

@@ -1,4 +1,4 @@
-"""Deadlines for work BOSH would wait on forever (reference §1.4: hooks never time out)."""
+"""Deadlines for work BOSH would wait on forever (docs/bosh-contracts.md: hooks never time out)."""
 
 from __future__ import annotations
 

@@ -1,14 +1,14 @@
-"""The snapshotter daemon: runs the schedules and serves the agent API, under monit.
+"""``daemon start|stop|run``: the snapshotter daemon under monit.
 
 It runs as root because snapshots need fsfreeze; monit starts it with ``daemon start``
 (which returns once the daemon runs and its pidfile names it) and stops it with
 ``daemon stop`` (SIGTERM: an in-flight snapshot completes or is thawed and recorded as
-failed, then the process exits).
+failed, then the process exits). ``daemon run`` is the process itself: the scheduler
+(daemon/scheduler.py) in the main thread, the agent API (api/server.py) in its own.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
@@ -16,138 +16,30 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
-from dataclasses import field
-from datetime import UTC
-from datetime import datetime
 from pathlib import Path
 from types import FrameType
 
-from disk_snapshots.agent_client import TlsSetupError
-from disk_snapshots.api import Agent
-from disk_snapshots.api import RunningApi
-from disk_snapshots.api import serve
+from disk_snapshots.api.server import RunningApi
+from disk_snapshots.api.server import serve
+from disk_snapshots.api.tls import TlsSetupError
+from disk_snapshots.config import EXIT_INVALID_CONFIG
 from disk_snapshots.config import ConfigError
-from disk_snapshots.config import Schedule
-from disk_snapshots.hooks import SNAPSHOT_ERRORS
+from disk_snapshots.daemon.agent import Agent
+from disk_snapshots.daemon.scheduler import Scheduler
 from disk_snapshots.metrics import Metrics
-from disk_snapshots.schedule import catch_up
-from disk_snapshots.schedule import next_run
-from disk_snapshots.sets import run_set_schedule
-from disk_snapshots.snapshotter import VM_PATHS
-from disk_snapshots.snapshotter import Paths
-from disk_snapshots.snapshotter import Snapshotter
+from disk_snapshots.snapshot.snapshotter import SNAPSHOT_ERRORS
+from disk_snapshots.snapshot.snapshotter import VM_PATHS
+from disk_snapshots.snapshot.snapshotter import Paths
+from disk_snapshots.snapshot.snapshotter import Snapshotter
+from disk_snapshots.vm.processes import alive
 
 log = logging.getLogger("disk_snapshots.daemon")
 
 STOP_SECONDS = 60.0
-START_SECONDS = 10.0
-MAX_SLEEP = 30.0
 
 
 def pidfile(paths: Paths) -> Path:
     return paths.root / "var/vcap/sys/run/snapshotter/snapshotter.pid"
-
-
-@dataclass
-class Scheduler:
-    snapshotter: Snapshotter
-    metrics: Metrics
-    state_file: Path
-    clock: Callable[[], datetime] = lambda: datetime.now(UTC)
-    last_runs: dict[str, datetime] = field(default_factory=dict)
-
-    def load_state(self) -> None:
-        try:
-            raw = json.loads(self.state_file.read_text())
-            self.last_runs = {k: datetime.fromisoformat(v) for k, v in raw.items()}
-        except (OSError, ValueError, AttributeError):
-            self.last_runs = {}
-
-    def save_state(self) -> None:
-        tmp = self.state_file.with_name(self.state_file.name + ".tmp")
-        tmp.write_text(json.dumps({k: v.isoformat() for k, v in self.last_runs.items()}))
-        tmp.replace(self.state_file)
-
-    def run(self, stop: threading.Event) -> None:
-        schedules = self.snapshotter.config.schedules
-        instance = self.snapshotter.config.spec.id
-        self.load_state()
-        now = self.clock()
-        upcoming: dict[str, datetime] = {}
-        for schedule in schedules:
-            owed = catch_up(schedule, instance, self.last_runs.get(schedule.name), now)
-            upcoming[schedule.name] = owed.at if owed else next_run(schedule, instance, now)
-            if owed:
-                log.info("schedule %s: catching up the run due at %s", schedule.name, owed.at)
-            elif schedule.name not in self.last_runs:
-                # A first start owes nothing; remember it so later downtime is noticed.
-                self.last_runs[schedule.name] = now
-        self.save_state()
-        by_name = {s.name: s for s in schedules}
-        while not stop.is_set() and upcoming:
-            name, at = min(upcoming.items(), key=lambda item: item[1])
-            wait = (at - self.clock()).total_seconds()
-            if wait > 0:
-                stop.wait(min(wait, MAX_SLEEP))
-                continue
-            self.run_once(by_name[name])
-            self.last_runs[name] = at
-            self.save_state()
-            after = self.clock()
-            following = next_run(by_name[name], instance, at)
-            skipped = 0
-            while following <= after:  # runs that fell due while this one was going
-                skipped += 1
-                following = next_run(by_name[name], instance, following)
-            if skipped:
-                log.warning(
-                    "schedule %s: skipped %d run(s): the previous run was still going",
-                    name,
-                    skipped,
-                )
-                self.metrics.inc("disk_snapshots_skipped_runs_total", skipped, schedule=name)
-            upcoming[name] = following
-
-    def run_once(self, schedule: Schedule) -> bool:
-        trigger = f"schedule:{schedule.name}"
-        if schedule.scope == "set":
-            # Only the coordinator acts; the others take part through their agent API.
-            return run_set_schedule(self.snapshotter, schedule, self.metrics)
-        started = time.monotonic()
-        try:
-            taken = self.snapshotter.take(trigger)
-            plan = self.snapshotter.prune()
-        except SNAPSHOT_ERRORS as err:
-            log.error("schedule %s: snapshot failed: %s", schedule.name, err)
-            self.metrics.inc("disk_snapshots_failures_total", schedule=schedule.name)
-            return False
-        for warning in taken.warnings:
-            log.warning("schedule %s: %s", schedule.name, warning)
-        self.metrics.set(
-            "disk_snapshots_last_success_timestamp_seconds", time.time(), schedule=schedule.name
-        )
-        self.metrics.set(
-            "disk_snapshots_last_duration_seconds",
-            time.monotonic() - started,
-            schedule=schedule.name,
-        )
-        self.metrics.set(
-            "disk_snapshots_last_freeze_seconds", taken.frozen_seconds, schedule=schedule.name
-        )
-        self.metrics.inc("disk_snapshots_taken_total", trigger=trigger)
-        if plan.delete:
-            self.metrics.inc("disk_snapshots_retention_deleted_total", len(plan.delete))
-        log.info(
-            "schedule %s: snapshot %s (%s, %s); retention deleted %d",
-            schedule.name,
-            taken.snapshot.id,
-            taken.snapshot.annotations.consistency,
-            taken.snapshot.annotations.role,
-            len(plan.delete),
-        )
-        return True
 
 
 def run(paths: Paths = VM_PATHS) -> int:
@@ -164,7 +56,7 @@ def run(paths: Paths = VM_PATHS) -> int:
         snapshotter = Snapshotter.load(paths)
     except ConfigError as err:
         log.error("%s", err.report("invalid snapshotter properties"))
-        return 1
+        return EXIT_INVALID_CONFIG
     except SNAPSHOT_ERRORS as err:
         log.error("cannot start: %s", err)
         return 1
@@ -224,14 +116,6 @@ def _start_api(agent: Agent) -> RunningApi | None:
     return api
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
 def _read_pid(path: Path) -> int | None:
     try:
         pid = int(path.read_text().strip())
@@ -244,7 +128,7 @@ def start(paths: Paths = VM_PATHS) -> int:
     """For monit's start program: launch ``daemon run`` detached, record its pid."""
     pid_path = pidfile(paths)
     running = _read_pid(pid_path)
-    if running and _alive(running):
+    if running and alive(running):
         print(f"snapshotter daemon already running (pid {running})")
         return 0
     pid_path.parent.mkdir(parents=True, exist_ok=True)
@@ -279,14 +163,14 @@ def stop(paths: Paths = VM_PATHS) -> int:
     """For monit's stop program: SIGTERM, wait for the current run, then SIGKILL."""
     pid_path = pidfile(paths)
     pid = _read_pid(pid_path)
-    if pid is None or not _alive(pid):
+    if pid is None or not alive(pid):
         pid_path.unlink(missing_ok=True)
         return 0
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + STOP_SECONDS
-    while _alive(pid) and time.monotonic() < deadline:
+    while alive(pid) and time.monotonic() < deadline:
         time.sleep(0.1)
-    if _alive(pid):
+    if alive(pid):
         print(
             f"snapshotter daemon (pid {pid}) ignored SIGTERM for {STOP_SECONDS:.0f}s; killing it",
             file=sys.stderr,

@@ -3,7 +3,8 @@
 The rendered spec gives identity; the agent's files give the disk: the CID of the disk
 mounted at /var/vcap/store is in ``managed_disk_settings.json`` and its attachment
 hint (image path, volume id) in ``settings.json`` or ``persistent_disk_hints.json``
-(reference §4.3). ``root`` is "/" on a VM and a test's directory elsewhere.
+(docs/bosh-contracts.md, the persistent disk). ``root`` is "/" on a VM and a test's
+directory elsewhere.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 STORE = Path("/var/vcap/store")
+# Our own directory on the persistent disk: restore journals, the pending-import marker.
+DISK_DIR = ".disk-snapshots"
 
 
 class InstanceError(RuntimeError):

@@ -1,74 +1,60 @@
-"""The colocated errands take-snapshot and list-snapshots (restore is in restore.py).
+"""The colocated errands take-snapshot and list-snapshots (restore: commands/restore.py).
 
-A colocated errand runs on every instance that has the job (reference §2.2). Work that
-belongs to the deployment as a whole is done by one coordinator, the bootstrap
-instance of the ``snapshotter`` link (or of this group when the link is not wired);
-the others say who that is and exit 0.
+A colocated errand runs on every instance that has the job (docs/bosh-contracts.md,
+errands). Work that belongs to the deployment as a whole is done by one coordinator
+(members.coordinator); the others say who that is and exit 0.
 """
 
 from __future__ import annotations
 
-import logging
 from typing import TypeVar
 
+from disk_snapshots.config import EXIT_INVALID_CONFIG
 from disk_snapshots.config import ConfigError
 from disk_snapshots.config import ListSnapshotsConfig
-from disk_snapshots.config import SnapshotterConfig
 from disk_snapshots.config import TakeSnapshotConfig
 from disk_snapshots.config import load_config
-from disk_snapshots.hooks import SNAPSHOT_ERRORS
-from disk_snapshots.sets import SetError
-from disk_snapshots.sets import run_set
-from disk_snapshots.snapshotter import VM_PATHS
-from disk_snapshots.snapshotter import Paths
-from disk_snapshots.snapshotter import Snapshotter
+from disk_snapshots.members import coordinator
+from disk_snapshots.sets.coordinator import SetError
+from disk_snapshots.sets.coordinator import run_set
+from disk_snapshots.snapshot.snapshotter import SNAPSHOT_ERRORS
+from disk_snapshots.snapshot.snapshotter import VM_PATHS
+from disk_snapshots.snapshot.snapshotter import Paths
+from disk_snapshots.snapshot.snapshotter import Snapshotter
 from disk_snapshots.table import render_table
 from disk_snapshots.table import to_json
+from disk_snapshots.triggers import MANUAL
 
-log = logging.getLogger("disk_snapshots.errands")
 T = TypeVar("T")
 
 
-def coordinator(config: SnapshotterConfig) -> tuple[bool, str]:
-    """Whether this instance coordinates, and how to name the one that does."""
-    link = config.links.get("snapshotter")
-    spec = config.spec
-    if link is None or not link.instances:
-        me = f"{spec.name}/{spec.index} ({spec.id})"
-        return spec.bootstrap, me if spec.bootstrap else f"the bootstrap instance of {spec.name}"
-    chosen = next(
-        (i for i in link.instances if i.bootstrap), min(link.instances, key=lambda i: i.index)
-    )
-    return chosen.id == spec.id, f"{chosen.name}/{chosen.index} ({chosen.id})"
-
-
-def _load(job: str, kind: type[T], paths: Paths) -> tuple[T, Snapshotter] | None:
-    """The errand's own config and this instance's snapshotter; None (said why) when unusable."""
+def _load(job: str, kind: type[T], paths: Paths) -> tuple[T, Snapshotter] | int:
+    """The errand's own config and this instance's snapshotter, or the exit code (said why)."""
     try:
         config = load_config(paths.job_config(job))
         snapshotter = Snapshotter.load(paths)
     except ConfigError as err:
         print(err.report(f"{job}: invalid configuration"))
-        return None
+        return EXIT_INVALID_CONFIG
     except SNAPSHOT_ERRORS as err:
         print(f"{job}: this instance's snapshotter cannot be used: {err}")
-        return None
+        return 1
     if not isinstance(config, kind):
         print(f"{job}: {paths.job_config(job)} is not the {job} job's config")
-        return None
+        return EXIT_INVALID_CONFIG
     return config, snapshotter
 
 
 def take_snapshot(paths: Paths = VM_PATHS) -> int:
     loaded = _load("take-snapshot", TakeSnapshotConfig, paths)
-    if loaded is None:
-        return 1
+    if isinstance(loaded, int):
+        return loaded
     config, snapshotter = loaded
     if config.scope == "set":
         return _take_set(snapshotter, config.note)
     spec = snapshotter.config.spec
     try:
-        taken = snapshotter.take("manual", note=config.note)
+        taken = snapshotter.take(MANUAL, note=config.note)
         snapshotter.prune()
     except SNAPSHOT_ERRORS as err:
         print(f"take-snapshot: {spec.name}/{spec.index}: FAILED, no snapshot taken: {err}")
@@ -87,7 +73,7 @@ def _take_set(snapshotter: Snapshotter, note: str) -> int:
         print(f"take-snapshot: the set is coordinated by {who}; nothing to do on this instance")
         return 0
     try:
-        outcome = run_set(snapshotter, "manual", note=note)
+        outcome = run_set(snapshotter, MANUAL, note=note)
     except SetError as err:
         print(f"take-snapshot: FAILED, no set taken: {err}")
         return 1
@@ -116,13 +102,17 @@ def _take_set(snapshotter: Snapshotter, note: str) -> int:
 
 def list_snapshots(paths: Paths = VM_PATHS) -> int:
     loaded = _load("list-snapshots", ListSnapshotsConfig, paths)
-    if loaded is None:
-        return 1
+    if isinstance(loaded, int):
+        return loaded
     config, snapshotter = loaded
     leads, who = coordinator(snapshotter.config)
     if not leads:
         print(f"list-snapshots: the catalog is printed by {who}; nothing to do on this instance")
         return 0
-    catalog = snapshotter.catalog()
+    try:
+        catalog = snapshotter.catalog()
+    except SNAPSHOT_ERRORS as err:
+        print(f"list-snapshots: FAILED, the catalog cannot be read: {err}")
+        return 1
     print(to_json(catalog) if config.format == "json" else render_table(catalog))
     return 0

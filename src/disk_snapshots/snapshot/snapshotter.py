@@ -17,19 +17,35 @@ from disk_snapshots.catalog import Query
 from disk_snapshots.catalog import Snapshot
 from disk_snapshots.config import SnapshotterConfig
 from disk_snapshots.config import load_snapshotter_config
-from disk_snapshots.instance import Disk
-from disk_snapshots.instance import current_disk
 from disk_snapshots.providers import make_provider
 from disk_snapshots.providers.base import Provider
-from disk_snapshots.quiesce import Taken
-from disk_snapshots.quiesce import take_quiesced
+from disk_snapshots.providers.base import ProviderError
 from disk_snapshots.retention import RetentionPlan
 from disk_snapshots.retention import plan_retention
 from disk_snapshots.retention import policies_for
-from disk_snapshots.services import Service
-from disk_snapshots.services import make_service
+from disk_snapshots.snapshot.quiesce import Freezer
+from disk_snapshots.snapshot.quiesce import QuiesceError
+from disk_snapshots.snapshot.quiesce import Taken
+from disk_snapshots.snapshot.quiesce import snapshot_quiesced
+from disk_snapshots.vm.deadline import DeadlineExceeded
+from disk_snapshots.vm.instance import Disk
+from disk_snapshots.vm.instance import InstanceError
+from disk_snapshots.vm.instance import current_disk
+from disk_snapshots.vm.services import Service
+from disk_snapshots.vm.services import ServiceError
+from disk_snapshots.vm.services import make_service
 
 log = logging.getLogger(__name__)
+
+# What can go wrong while taking, listing or pruning snapshots, as opposed to a bug.
+SNAPSHOT_ERRORS = (
+    QuiesceError,
+    ProviderError,
+    ServiceError,
+    InstanceError,
+    DeadlineExceeded,
+    OSError,
+)
 
 
 @dataclass(frozen=True)
@@ -122,29 +138,38 @@ class Snapshotter:
             set_size=set_size,
         )
 
+    def freezer(self) -> Freezer:
+        """What quiesced() freezes on this instance, and where its lease and watchdog log go."""
+        self.paths.logs.mkdir(parents=True, exist_ok=True)
+        return Freezer(
+            disk=self.disk,
+            provider=self.provider,
+            service=self.service,
+            quiesce=self.config.quiesce,
+            lease_dir=self.paths.data,
+            log_path=self.paths.logs / "watchdog.log",
+        )
+
     def take(self, trigger: str, *, note: str = "") -> Taken:
-        """An application-consistent snapshot (flush + freeze), then retention for its trigger."""
+        """An application-consistent snapshot (flush + freeze); the role it records is kept.
+
+        It does not apply retention: every caller calls prune() once what must follow
+        the snapshot is done (drain writes its import marker first, the agent API
+        records its metrics first), so that a failing prune never hides the snapshot.
+        """
 
         def annotate(consistency: Consistency, role: Role, moment: datetime) -> Annotations:
             return self.annotations(
                 trigger=trigger, consistency=consistency, role=role, moment=moment, note=note
             )
 
-        self.paths.logs.mkdir(parents=True, exist_ok=True)
-        taken = take_quiesced(
-            disk=self.disk,
-            provider=self.provider,
-            service=self.service,
-            quiesce=self.config.quiesce,
-            annotate=annotate,
-            lease_dir=self.paths.data,
-            log_path=self.paths.logs / "watchdog.log",
-        )
+        taken = snapshot_quiesced(self.freezer(), annotate)
         self.record_role(taken.snapshot.annotations.role)
         return taken
 
     def take_clean(self, trigger: str, *, note: str = "") -> Snapshot:
-        """A snapshot with the service stopped (post-stop): consistent without freezing."""
+        """A snapshot with the service stopped (post-stop, a restore's safety snapshot):
+        consistent without freezing. It does not apply retention either."""
         role = self.last_role()
         annotations = self.annotations(
             trigger=trigger, consistency="clean", role=role, moment=datetime.now(UTC), note=note

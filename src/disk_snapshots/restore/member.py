@@ -1,0 +1,241 @@
+"""A member's side of a restore: the steps the coordinator asks of this instance.
+
+The coordinator (coordinator.py) calls these through the agent API in its order; each
+checks its own preconditions, because a rerun after a kill may call them in any state.
+Nothing is written onto the disk before a clean safety snapshot of it exists and the
+journal names it; the service must be stopped (monit) for both.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import dataclass
+from dataclasses import field
+from pathlib import Path
+from typing import Literal
+
+from disk_snapshots.config import ConfigError
+from disk_snapshots.config import RestoreConfig
+from disk_snapshots.config import load_config
+from disk_snapshots.member_errors import Conflict
+from disk_snapshots.member_errors import Failed
+from disk_snapshots.member_errors import Invalid
+from disk_snapshots.member_errors import NotFound
+from disk_snapshots.operations import Operations
+from disk_snapshots.providers.base import ProviderError
+from disk_snapshots.providers.base import UnknownSnapshot
+from disk_snapshots.restore.copy import RestoreCopyError
+from disk_snapshots.restore.copy import copy_tree
+from disk_snapshots.restore.journal import Journal
+from disk_snapshots.restore.plan import PlanEntry
+from disk_snapshots.snapshot.snapshotter import SNAPSHOT_ERRORS
+from disk_snapshots.snapshot.snapshotter import Snapshotter
+from disk_snapshots.snapshot.snapshotter import pending_import_marker
+from disk_snapshots.triggers import PRE_RESTORE
+from disk_snapshots.vm.monit import ServiceJobs
+from disk_snapshots.vm.services import IMPORT_SECONDS
+from disk_snapshots.vm.services import ServiceError
+from disk_snapshots.vm.services import run_argv
+from disk_snapshots.vm.services import run_imports
+
+ImportPhase = Literal["pre_start", "post_start"]
+
+
+@dataclass
+class RestoreMember:
+    snapshotter: Snapshotter
+    jobs: ServiceJobs
+    operations: Operations
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    # restore id → the operation copying it, so a rerun of a killed errand finds the copy
+    _copies: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def store(self) -> Path:
+        return self.snapshotter.disk.mount
+
+    def journal(self) -> dict[str, object]:
+        """This disk's restore journal, the last finished one, and what is pending."""
+        journal, last = Journal.read(self.store), Journal.read_last(self.store)
+        copying = self._copies.get(journal.restore_id, "") if journal is not None else ""
+        return {
+            "journal": journal.to_json() if journal else None,
+            "last": last.to_json() if last else None,
+            "pending_import": pending_import_marker(self.store).exists(),
+            "copy_operation": copying,
+        }
+
+    def safety(
+        self, restore_id: str, mine: PlanEntry, plan: list[PlanEntry], replaces: str = ""
+    ) -> dict[str, object]:
+        """A clean pre-restore snapshot, then the journal (phase planned); the same again
+        is a no-op; an unfinished journal of another restore is replaced only when named
+        in ``replaces``."""
+        with self._lock:
+            existing = Journal.read(self.store)
+            if existing is not None and not (replaces and existing.restore_id == replaces):
+                if existing.restore_id == restore_id:
+                    return {
+                        "safety_snapshot_id": existing.safety_snapshot_id,
+                        "taken": False,
+                        "journal": existing.to_json(),
+                    }
+                raise Conflict(
+                    f"restore {existing.restore_id} on this disk is unfinished "
+                    f"(phase {existing.phase}); rerun the errand to finish it, or name other "
+                    "snapshots in restore.snapshots to replace it"
+                )
+            self.jobs.require_stopped()
+            try:
+                safety = self.snapshotter.take_clean(PRE_RESTORE, note=f"before {restore_id}"[:255])
+            except SNAPSHOT_ERRORS as err:
+                raise Failed(f"pre-restore safety snapshot failed: {err}") from None
+            journal = Journal(
+                restore_id,
+                mine.snapshot_id,
+                safety.id,
+                "planned",
+                action=mine.action,
+                role=mine.role,
+                instance=mine.instance,
+                plan=plan,
+            )
+            if mine.action == "resync":
+                # Nothing is copied onto this disk: it may start, and replicates once it does.
+                journal.write(self.store, "copied", "resync: the disk is kept and replicates")
+            else:
+                journal.write(self.store, "planned")
+            return {"safety_snapshot_id": safety.id, "taken": True, "journal": journal.to_json()}
+
+    def copy(self, restore_id: str, snapshot_id: str, safety_snapshot_id: str) -> dict[str, object]:
+        """Start (or find the running) copy of the snapshot onto this disk: an operation."""
+        with self._lock:
+            journal = self._journal_of(restore_id)
+            if (journal.action, journal.snapshot_id, journal.safety_snapshot_id) != (
+                "copy",
+                snapshot_id,
+                safety_snapshot_id,
+            ):
+                raise Conflict(
+                    f"the journal of {restore_id} says {journal.action} {journal.snapshot_id} "
+                    f"(safety {journal.safety_snapshot_id}), not copy {snapshot_id} "
+                    f"(safety {safety_snapshot_id})"
+                )
+            running = self.operations.get(self._copies.get(restore_id, ""))
+            if running is not None and running.state == "running":
+                return running.to_json()
+            self._check_snapshot(snapshot_id)
+            self.jobs.require_stopped()
+            operation = self.operations.start(
+                "restore-copy",
+                lambda: self._copy(journal, restore_id, safety_snapshot_id),
+                errors=(RestoreCopyError, ProviderError, OSError),
+            )
+            self._copies[restore_id] = operation.id
+            return operation.to_json()
+
+    def _journal_of(self, restore_id: str) -> Journal:
+        journal = Journal.read(self.store)
+        if journal is None or journal.restore_id != restore_id:
+            found = journal.restore_id if journal else "none"
+            raise Conflict(
+                f"no journal of {restore_id} on this disk (found: {found}); "
+                "POST /restore/safety comes first"
+            )
+        return journal
+
+    def _check_snapshot(self, snapshot_id: str) -> None:
+        s = self.snapshotter
+        try:
+            snapshot = s.provider.get(snapshot_id)
+        except UnknownSnapshot as err:
+            raise NotFound(str(err)) from None
+        except ProviderError as err:
+            raise Failed(str(err)) from None
+        if snapshot.annotations.deployment != s.config.spec.deployment:
+            raise Invalid(
+                f"snapshot {snapshot_id} belongs to deployment "
+                f"{snapshot.annotations.deployment}, not {s.config.spec.deployment}"
+            )
+
+    def _copy(
+        self, journal: Journal, restore_id: str, safety_snapshot_id: str
+    ) -> dict[str, object]:
+        """The copy operation: materialize the snapshot, copy it, leave the import pending."""
+        snapshot_id = journal.snapshot_id
+        if journal.phase in ("copied", "started"):
+            return {"snapshot_id": snapshot_id, "copied": False, "phase": journal.phase}
+        s = self.snapshotter
+        started = time.monotonic()
+        try:
+            with s.provider.materialize(snapshot_id, s.config.spec.az) as source:
+                copy_tree(source, self.store, journal)
+        except ProviderError as err:
+            journal.write(self.store, "failed", f"materializing {snapshot_id}: {err}")
+            raise RestoreCopyError(
+                f"materializing snapshot {snapshot_id} failed: {err}. The service "
+                f"stays stopped; the safety snapshot {safety_snapshot_id} holds the "
+                "data from before the restore."
+            ) from None
+        marker = pending_import_marker(self.store)
+        marker.write_text(json.dumps({"reason": f"{restore_id} restored {snapshot_id}"}) + "\n")
+        return {
+            "snapshot_id": snapshot_id,
+            "copied": True,
+            "seconds": round(time.monotonic() - started, 3),
+            "phase": "copied",
+        }
+
+    def imports(self, phase: ImportPhase) -> dict[str, object]:
+        """The service.import commands of one phase (pre_start only with the service stopped)."""
+        service = self.snapshotter.config.service
+        commands = service.import_pre_start if phase == "pre_start" else service.import_post_start
+        if phase == "pre_start":
+            # The same order as a BOSH start: files are imported before processes exist.
+            self.jobs.require_stopped()
+        try:
+            run_imports(commands, f"import.{phase}")
+        except (ServiceError, OSError) as err:
+            raise Failed(str(err)) from None
+        if phase == "post_start":
+            pending_import_marker(self.store).unlink(missing_ok=True)
+        return {"phase": phase, "commands": len(commands)}
+
+    def verify(self) -> dict[str, object]:
+        """The colocated restore job's restore.verify argv, run here."""
+        path = self.snapshotter.paths.job_config("restore")
+        try:
+            config = load_config(path)
+        except ConfigError as err:
+            raise Conflict(
+                f"restore.verify cannot be read on this instance: {err.report(str(path))}"
+            ) from None
+        if not isinstance(config, RestoreConfig):
+            raise Conflict(f"{path} is not the restore job's config")
+        if not config.verify:
+            return {"ran": False, "argv": [], "output": ""}
+        try:
+            output = run_argv(config.verify, "restore.verify", timeout=IMPORT_SECONDS)
+        except ServiceError as err:
+            raise Failed(str(err)) from None
+        return {"ran": True, "argv": list(config.verify), "output": output[-2000:]}
+
+    def finish(self, restore_id: str) -> dict[str, object]:
+        """Close the journal (kept as restore-last.json): the restore is done here."""
+        with self._lock:
+            journal = Journal.read(self.store)
+            if journal is None:
+                last = Journal.read_last(self.store)
+                if last is not None and last.restore_id == restore_id:
+                    return {"finished": False, "journal": last.to_json()}
+                raise Conflict(f"no journal of {restore_id} on this disk")
+            if journal.restore_id != restore_id:
+                raise Conflict(
+                    f"the journal on this disk is of {journal.restore_id}, not {restore_id}"
+                )
+            if journal.blocks_start:
+                raise Conflict(journal.refusal())
+            journal.finish(self.store)
+            return {"finished": True, "journal": journal.to_json()}

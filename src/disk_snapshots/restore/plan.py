@@ -1,0 +1,282 @@
+"""Restore planning: a pure function of (catalog, members, leader, target, policy) → plan.
+
+"The right snapshot" is the hard part of restoring a replicated service. After a
+failover, the newest leader data is on whichever instance was *leader* at the target
+time, not on the instance that is leader by configuration. So the leader's data comes
+from the newest eligible snapshot taken with role leader (or standalone) at or before
+the target, whichever instance took it, and is copied onto the disk of the instance
+that will lead once the service starts. Followers either resync from it or get their
+own snapshot from the same time. Every choice is explained in words.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from disk_snapshots.catalog import Snapshot
+from disk_snapshots.members import Member
+from disk_snapshots.members import bootstrap_of
+from disk_snapshots.restore.target import Target
+from disk_snapshots.triggers import PRE_RESTORE
+
+LEADER_ROLES = ("leader", "standalone")
+PlanRole = Literal["leader", "follower"]
+Action = Literal["copy", "resync"]
+PLAN_ROLES: tuple[PlanRole, ...] = ("leader", "follower")
+ACTIONS: tuple[Action, ...] = ("copy", "resync")
+
+
+class PlanError(ValueError):
+    """No safe plan exists; nothing has been touched. The message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class Policy:
+    followers: Literal["resync", "restore"] = "resync"
+
+
+@dataclass(frozen=True)
+class PlanEntry:
+    """One instance's part of a restore, as the plan says it and every journal records it."""
+
+    instance: str  # group/index
+    id: str
+    role: PlanRole
+    action: Action
+    snapshot_id: str = ""  # empty for resync
+
+    def to_json(self) -> dict[str, str]:
+        return {
+            "instance": self.instance,
+            "id": self.id,
+            "role": self.role,
+            "action": self.action,
+            "snapshot_id": self.snapshot_id,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, object]) -> PlanEntry:
+        """ValueError names what is wrong (a journal on disk or an API body is untrusted)."""
+        role, action = str(data.get("role", "")), str(data.get("action", ""))
+        if role not in PLAN_ROLES:
+            raise ValueError(f"plan entry role {role!r} is not one of {', '.join(PLAN_ROLES)}")
+        if action not in ACTIONS:
+            raise ValueError(f"plan entry action {action!r} is not one of {', '.join(ACTIONS)}")
+        return cls(
+            instance=str(data.get("instance", "")),
+            id=str(data.get("id", "")),
+            role=role,
+            action=action,
+            snapshot_id=str(data.get("snapshot_id", "")),
+        )
+
+
+@dataclass(frozen=True)
+class Step:
+    member: Member
+    role: PlanRole
+    action: Action
+    source: Snapshot | None
+    reason: str
+
+    def entry(self) -> PlanEntry:
+        source = self.source.id if self.source else ""
+        return PlanEntry(self.member.label, self.member.id, self.role, self.action, source)
+
+
+@dataclass(frozen=True)
+class Plan:
+    deployment: str
+    target: Target
+    leader: Step
+    followers: tuple[Step, ...]
+
+    @property
+    def steps(self) -> tuple[Step, ...]:
+        return (self.leader, *self.followers)
+
+    def entries(self) -> tuple[PlanEntry, ...]:
+        return tuple(step.entry() for step in self.steps)
+
+    def describe(self) -> str:
+        lines = [f"Restore plan for deployment {self.deployment}: {self.target.describe()}"]
+        for n, step in enumerate(self.steps, 1):
+            source = step.source.id if step.source else "-"
+            lines.append(f"  {n}. {step.member.label} ({step.role}): {step.action} {source}")
+            lines.append(f"     {step.reason}")
+        lines.append("Order: safety snapshot of every disk above; stop followers; stop the leader;")
+        lines.append("       copy; start the leader and wait until it leads; start the followers.")
+        return "\n".join(lines)
+
+
+def choose_leader(
+    group: Sequence[Member], peers: Sequence[Member], roles: Mapping[str, str]
+) -> tuple[str, str]:
+    """Which instance leads after the restore (its id), and why, in words.
+
+    With a ``peers`` link the topology is a leader group and a data group: the leader
+    group's bootstrap instance leads by configuration, whatever a failover did since.
+    One group with changing roles: the member that reports leader now (or, failing
+    that, the only one that reports standalone); else the bootstrap instance.
+    """
+    if not group:
+        raise PlanError("the snapshotter link names no instance")
+    boot = bootstrap_of(group)
+    if peers:
+        return boot.id, f"{boot.label} leads: it is the bootstrap instance of the leader group"
+    for wanted in ("leader", "standalone"):
+        found = [m for m in group if roles.get(m.id) == wanted]
+        if len(found) == 1:
+            return found[0].id, f"{found[0].label} leads: it reports role {wanted} now"
+        if len(found) > 1:
+            names = ", ".join(m.label for m in found)
+            return boot.id, (
+                f"{boot.label} leads: several members report {wanted} ({names}), so the "
+                "bootstrap instance is chosen"
+            )
+    return (
+        boot.id,
+        f"{boot.label} leads: no member reports leader now; it is the bootstrap instance",
+    )
+
+
+def _label(snapshot: Snapshot) -> str:
+    a = snapshot.annotations
+    return (
+        f"{snapshot.id} ({a.trigger}, {a.consistency}, taken by {a.instance} as {a.role} "
+        f"at {a.created_at.strftime('%Y-%m-%d %H:%M:%S UTC')})"
+    )
+
+
+def _ineligible(snapshot: Snapshot, deployment: str) -> str | None:
+    """Why a snapshot may not be restored, or None when it may."""
+    a = snapshot.annotations
+    if a.deployment != deployment:
+        return f"it belongs to deployment {a.deployment}"
+    if snapshot.state == "error":
+        return "the provider reports it failed"
+    if a.trigger == PRE_RESTORE:
+        # It holds the state a restore was undoing; going back to it is a deliberate act.
+        return "it is a pre-restore safety snapshot (name it in restore.snapshots to go back)"
+    if a.consistency == "crash":
+        return "it is only crash-consistent"
+    if a.set_id and a.set_state != "complete":
+        return f"its set {a.set_id} is {a.set_state or 'not confirmed complete'}"
+    return None
+
+
+@dataclass(frozen=True)
+class _Choices:
+    """What the planner may choose from: the eligible snapshots, and the operator's names."""
+
+    deployment: str
+    target: Target
+    newest_first: tuple[Snapshot, ...]
+    by_id: Mapping[str, Snapshot]
+    explicit: Mapping[str, str]
+
+    def named(self, member: Member) -> Snapshot | None:
+        """The snapshot restore.snapshots names for ``member``, if any."""
+        key = next((k for k in self.explicit if member.matches(k)), None)
+        if key is None:
+            return None
+        snapshot = self.by_id.get(self.explicit[key])
+        if snapshot is None:
+            raise PlanError(
+                f"restore.snapshots {key}: snapshot {self.explicit[key]} does not exist"
+            )
+        if snapshot.annotations.deployment != self.deployment:
+            raise PlanError(
+                f"restore.snapshots {key}: snapshot {snapshot.id} belongs to deployment "
+                f"{snapshot.annotations.deployment}, not {self.deployment}"
+            )
+        return snapshot
+
+
+def _choices(
+    catalog: Sequence[Snapshot], deployment: str, target: Target, explicit: Mapping[str, str]
+) -> _Choices:
+    eligible = [s for s in catalog if _ineligible(s, deployment) is None]
+    if target.kind == "set":
+        members_of_set = [s for s in catalog if s.annotations.set_id == target.set_id]
+        if not members_of_set:
+            raise PlanError(f"set {target.set_id} does not exist in deployment {deployment}")
+        why = _ineligible(members_of_set[0], deployment)
+        if why:
+            raise PlanError(f"set {target.set_id} cannot be restored: {why}")
+        eligible = members_of_set
+    elif target.kind == "time" and target.moment is not None:
+        moment = target.moment
+        eligible = [s for s in eligible if s.created_at <= moment]
+    newest_first = sorted(eligible, key=lambda s: (s.created_at, s.id), reverse=True)
+    by_id = {s.id: s for s in catalog}
+    return _Choices(deployment, target, tuple(newest_first), by_id, explicit)
+
+
+def _leader_step(leader: Member, choices: _Choices) -> Step:
+    chosen = choices.named(leader)
+    if chosen is not None:
+        reason = f"named in restore.snapshots: {_label(chosen)}"
+        if chosen.annotations.role not in LEADER_ROLES:
+            reason += "; note: it was not taken as leader"
+        return Step(leader, "leader", "copy", chosen, reason)
+    chosen = next((s for s in choices.newest_first if s.annotations.role in LEADER_ROLES), None)
+    if chosen is None:
+        raise PlanError(
+            f"no eligible snapshot taken as leader for {choices.target.describe()} in "
+            f"{choices.deployment} (crash-consistent snapshots, incomplete sets and other "
+            "deployments are never chosen); name one in restore.snapshots"
+        )
+    taker = chosen.annotations.instance
+    reason = f"newest snapshot taken as leader: {_label(chosen)}"
+    if taker != leader.label:
+        reason += f"; {taker} was leader then, its data goes to {leader.label}, which leads now"
+    return Step(leader, "leader", "copy", chosen, reason)
+
+
+def _follower_step(member: Member, leader: Member, choices: _Choices, policy: Policy) -> Step:
+    own = choices.named(member)
+    if own is not None:
+        return Step(member, "follower", "copy", own, f"named in restore.snapshots: {_label(own)}")
+    if policy.followers == "resync":
+        why = f"restore.followers is resync: replicates from {leader.label}"
+        return Step(member, "follower", "resync", None, why)
+    mine = next((s for s in choices.newest_first if s.annotations.instance_id == member.id), None)
+    if mine is None:
+        raise PlanError(
+            f"restore.followers is restore, but {member.label} has no eligible snapshot "
+            f"for {choices.target.describe()}; use resync or name one in restore.snapshots"
+        )
+    return Step(
+        member, "follower", "copy", mine, f"its own snapshot from the same time: {_label(mine)}"
+    )
+
+
+def plan_restore(
+    catalog: Sequence[Snapshot],
+    members: Sequence[Member],
+    leader_id: str,
+    deployment: str,
+    target: Target,
+    policy: Policy = Policy(),
+    explicit: Mapping[str, str] | None = None,
+) -> Plan:
+    """Choose, per member, what its disk gets. Raises PlanError before anything is touched."""
+    explicit = dict(explicit or {})
+    leader = next((m for m in members if m.id == leader_id), None)
+    if leader is None:
+        raise PlanError(f"the leader instance {leader_id} is not among the restore's instances")
+    for key in explicit:
+        if not any(m.matches(key) for m in members):
+            raise PlanError(
+                f"restore.snapshots names {key}, which is not an instance of {deployment}"
+            )
+    choices = _choices(catalog, deployment, target, explicit)
+    leader_step = _leader_step(leader, choices)
+    followers = tuple(
+        _follower_step(m, leader, choices, policy) for m in members if m.id != leader.id
+    )
+    return Plan(deployment, target, leader_step, followers)

@@ -1,0 +1,1 @@
+"""This VM: who it is and which disk it has, its processes and monit, the colocated service."""

@@ -1,0 +1,136 @@
+"""The VM's monit, and the colocated service's processes under it (``service.jobs``).
+
+The agent API stops and starts the service through monit (a restore errand holds the
+deployment lock, so it cannot ``bosh stop``); a restore checks that the service is
+stopped before it writes; ``/status`` reports each process's state.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from dataclasses import dataclass
+from dataclasses import field
+from pathlib import Path
+from typing import Literal
+from typing import Protocol
+
+from disk_snapshots.member_errors import Conflict
+from disk_snapshots.member_errors import Failed
+from disk_snapshots.member_errors import TimedOut
+from disk_snapshots.vm.processes import run_argv
+
+MONIT = Path("/var/vcap/bosh/bin/monit")
+POLL_SECONDS = 0.2
+STOPPED = "not monitored"
+RUNNING = "running"
+
+
+class MonitError(RuntimeError):
+    """monit is not there, or refused."""
+
+
+class Monit(Protocol):
+    """The seam to the VM's monit: tests replace it, the VM has the real one."""
+
+    def summary(self) -> dict[str, str]:
+        """Service name → ``running``, ``not monitored`` or what monit says otherwise."""
+        ...
+
+    def stop(self, name: str) -> None: ...
+
+    def start(self, name: str) -> None: ...
+
+
+@dataclass
+class MonitCli:
+    binary: Path = MONIT
+    timeout: float = 30.0
+
+    def _run(self, *args: str) -> str:
+        binary = str(self.binary) if self.binary.exists() else "monit"
+        return run_argv([binary, *args], "monit", self.timeout, error=MonitError)
+
+    def summary(self) -> dict[str, str]:
+        return parse_summary(self._run("summary", "-B"))
+
+    def stop(self, name: str) -> None:
+        self._run("stop", name)
+
+    def start(self, name: str) -> None:
+        self._run("start", name)
+
+
+def parse_summary(text: str) -> dict[str, str]:
+    """``monit summary -B`` (5.2x tables) or the older ``Process 'name' status`` lines."""
+    states: dict[str, str] = {}
+    lines = text.splitlines()
+    header = next((line for line in lines if "Service Name" in line and "Status" in line), None)
+    if header is not None:
+        status_at, type_at = header.index("Status"), header.index("Type")
+        for line in lines[lines.index(header) + 1 :]:
+            if line[type_at:].strip() == "Process":
+                states[line[:status_at].strip()] = _normal(line[status_at:type_at])
+        return states
+    for line in lines:
+        match = re.match(r"\s*Process '([^']+)'\s+(.*)$", line)
+        if match:
+            states[match.group(1)] = _normal(match.group(2))
+    return states
+
+
+def _normal(status: str) -> str:
+    text = status.strip().lower()
+    return "running" if text in ("ok", "running") else text
+
+
+@dataclass
+class ServiceJobs:
+    """The ``service.jobs`` processes: their states, and stop/start with a deadline."""
+
+    monit: Monit
+    jobs: tuple[str, ...]
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def states(self) -> dict[str, str]:
+        """Each job's state as monit says it; MonitError when monit cannot be asked."""
+        summary = self.monit.summary()
+        return {j: summary.get(j, "unknown to monit") for j in self.jobs}
+
+    def control(self, action: Literal["stop", "start"], timeout: int) -> dict[str, object]:
+        """monit stop/start every job, then wait until monit reports every one so."""
+        want = STOPPED if action == "stop" else RUNNING
+        if not self._lock.acquire(blocking=False):
+            raise Conflict("another service stop/start is in progress")
+        try:
+            deadline = time.monotonic() + timeout
+            for job in self.jobs:
+                (self.monit.stop if action == "stop" else self.monit.start)(job)
+            while True:
+                pending = {j: st for j, st in self.states().items() if st != want}
+                if not pending:
+                    return {"action": action, "jobs": {j: want for j in self.jobs}}
+                if time.monotonic() > deadline:
+                    raise TimedOut(f"not {want} within {timeout}s: {_listed(pending)}")
+                time.sleep(POLL_SECONDS)
+        except MonitError as err:
+            raise Failed(str(err)) from None
+        finally:
+            self._lock.release()
+
+    def require_stopped(self) -> None:
+        """Conflict unless monit reports every job stopped (restore writes only then)."""
+        try:
+            running = {j: st for j, st in self.states().items() if st != STOPPED}
+        except MonitError as err:
+            raise Failed(str(err)) from None
+        if running:
+            raise Conflict(
+                "the service must be stopped first (POST /service/stop); "
+                f"monit says {_listed(running)}"
+            )
+
+
+def _listed(states: dict[str, str]) -> str:
+    return ", ".join(f"{j}: {st}" for j, st in sorted(states.items()))
