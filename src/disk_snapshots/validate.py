@@ -47,10 +47,6 @@ class Problems:
         if line not in self.lines:
             self.lines.append(line)
 
-    def raise_if_any(self) -> None:
-        if self.lines:
-            raise ValidationError(self.lines)
-
 
 def type_name(value: object) -> str:
     """How a JSON/YAML value's type reads to an operator."""
