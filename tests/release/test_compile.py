@@ -10,7 +10,9 @@ no half cache entry after a failure) in seconds.
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -93,22 +95,71 @@ def test_release_compiles_offline_and_runs(release_blobs: Path, tmp_path: Path) 
     assert "usage" in helped.stdout.lower()
 
     probe = r"""
-import glob, os, sys, sysconfig
-import boto3, croniter, jinja2, markupsafe, psutil, ssl, yaml, zlib, hashlib, ctypes
+import glob, json, os, sys, sysconfig
+import ssl, zlib, hashlib, ctypes
+import importlib, importlib.metadata, pkgutil
+import disk_snapshots
+for module in pkgutil.walk_packages(disk_snapshots.__path__, "disk_snapshots."):
+    if module.name != "disk_snapshots.__main__":  # runs the CLI when imported
+        importlib.import_module(module.name)
+import psutil
 site = os.environ["PYTHONPATH"].split(":")[1]
-for mod in (boto3, croniter, jinja2, markupsafe, psutil, yaml):
-    assert mod.__file__.startswith(site), (mod.__name__, mod.__file__)
 assert glob.glob(os.path.join(site, "psutil", "_psutil_linux*.so")), "psutil not compiled"
-assert glob.glob(os.path.join(site, "markupsafe", "_speedups*.so")), "markupsafe not compiled"
 assert sysconfig.get_config_var("prefix") == "/var/vcap/packages/python3"
 assert sys.version_info[:3] == (3, 13, 5), sys.version
-print(ssl.OPENSSL_VERSION, psutil.cpu_count(), markupsafe.escape("<ok>"))
+dists = importlib.metadata.packages_distributions()
+loaded = {
+    dist
+    for name, module in list(sys.modules.items())
+    if (getattr(module, "__file__", None) or "").startswith(site)
+    for dist in dists.get(name.partition(".")[0], [name.partition(".")[0]])
+}
+requires = {
+    dist: [
+        r for r in importlib.metadata.requires(dist) or [] if "extra ==" not in r.partition(";")[2]
+    ]
+    for dist in loaded
+}
+print(json.dumps({"loaded": sorted(loaded), "requires": requires}))
+print(ssl.OPENSSL_VERSION, psutil.cpu_count())
 """
     probed = subprocess.run(
         [str(python), "-c", probe], env=env, capture_output=True, text=True, check=False
     )
     assert probed.returncode == 0, probed.stderr
-    assert "&lt;ok&gt;" in probed.stdout
+    report = json.loads(probed.stdout.splitlines()[0])
+    assert shipped_exactly(report["loaded"], report["requires"]) == (set(), set())
+
+
+def _name(requirement: str) -> str:
+    """The normalized distribution name at the start of a requirement line."""
+    name = re.split(r"[\s;<>=!~\[(]", requirement.strip(), maxsplit=1)[0]
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def locked() -> set[str]:
+    """What src/python-deps/requirements.txt pins."""
+    lock = (REPO / "src" / "python-deps" / "requirements.txt").read_text()
+    return {_name(line) for line in lock.splitlines() if re.match(r"[A-Za-z]", line)}
+
+
+def shipped_exactly(
+    loaded: list[str], requires: dict[str, list[str]], lock: set[str] | None = None
+) -> tuple[set[str], set[str]]:
+    """(imported but not pinned, pinned but neither imported nor required by what is)."""
+    lock = locked() if lock is None else lock
+    used = {_name(d) for d in loaded}
+    needed = used | {_name(r) for reqs in requires.values() for r in reqs}
+    return used - lock, lock - needed
+
+
+def test_the_lock_check_finds_what_is_missing_and_what_is_extra() -> None:
+    loaded = ["boto3", "python_dateutil"]
+    requires = {"boto3": ["botocore (<1.45,>=1.44)"], "python_dateutil": ["six >=1.5"]}
+    lock = {"boto3", "botocore", "six", "python-dateutil", "jinja2"}
+    assert shipped_exactly(loaded, requires, lock) == (set(), {"jinja2"})
+    assert shipped_exactly([*loaded, "PyYAML"], requires, lock - {"jinja2"}) == ({"pyyaml"}, set())
+    assert {"psutil", "croniter", "boto3"} <= locked()
 
 
 def make_release(base: Path, packages: dict[str, tuple[list[str], str]]) -> Path:
