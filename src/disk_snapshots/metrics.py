@@ -11,9 +11,15 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from dataclasses import field
 from pathlib import Path
+
+import psutil
+
+from disk_snapshots.vm.instance import space
+from disk_snapshots.vm.processes import own_usage
 
 LAST_SUCCESS = "disk_snapshots_last_success_timestamp_seconds"
 LAST_DURATION = "disk_snapshots_last_duration_seconds"
@@ -22,6 +28,9 @@ FAILURES = "disk_snapshots_failures_total"
 TAKEN = "disk_snapshots_taken_total"
 SKIPPED_RUNS = "disk_snapshots_skipped_runs_total"
 RETENTION_DELETED = "disk_snapshots_retention_deleted_total"
+RESIDENT = "disk_snapshots_process_resident_memory_bytes"
+CPU = "disk_snapshots_process_cpu_seconds_total"
+DISK_FREE = "disk_snapshots_disk_free_bytes"
 
 HELP = {
     LAST_SUCCESS: ("gauge", "Unix time of the last successful snapshot, per schedule or trigger."),
@@ -34,7 +43,12 @@ HELP = {
     TAKEN: ("counter", "Snapshots taken, per trigger."),
     SKIPPED_RUNS: ("counter", "Scheduled runs skipped because the previous run was still going."),
     RETENTION_DELETED: ("counter", "Snapshots deleted by retention."),
+    RESIDENT: ("gauge", "Resident memory of the snapshotter daemon."),
+    CPU: ("counter", "CPU time (user and system) the snapshotter daemon used."),
+    DISK_FREE: ("gauge", "Free bytes on the persistent disk (/var/vcap/store)."),
 }
+# Read when the metrics are rendered, not recorded: what the daemon and its disk use now.
+Gauges = Callable[[], dict[str, float]]
 
 
 def _escape(value: str) -> str:
@@ -51,6 +65,7 @@ def _known(name: str) -> str:
 class Metrics:
     labels: dict[str, str] = field(default_factory=dict)  # deployment, instance...
     textfile: Path | None = None
+    gauges: Gauges | None = None
     _values: dict[tuple[str, tuple[tuple[str, str], ...]], float] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -72,6 +87,7 @@ class Metrics:
         lines: list[str] = []
         with self._lock:
             items = sorted(self._values.items())
+        items += [((_known(name), ()), value) for name, value in self._read_gauges().items()]
         for name, (kind, text) in HELP.items():
             rows = [(labels, v) for (n, labels), v in items if n == name]
             if not rows:
@@ -85,6 +101,18 @@ class Metrics:
                     f"{name}{{{label_text}}} {value:g}" if label_text else f"{name} {value:g}"
                 )
         return "\n".join(lines) + "\n"
+
+    def refresh(self) -> None:
+        """Write the textfile again, so node_exporter sees the gauges as they are now."""
+        self._write()
+
+    def _read_gauges(self) -> dict[str, float]:
+        if self.gauges is None:
+            return {}
+        try:
+            return self.gauges()
+        except (OSError, psutil.Error):
+            return {}  # a disk being unmounted: the other metrics still render
 
     def _write(self) -> None:
         if self.textfile is None:
@@ -102,3 +130,13 @@ def record_snapshot(
     metrics.set(LAST_SUCCESS, time.time(), **labels)
     metrics.set(LAST_DURATION, time.monotonic() - started, **labels)
     metrics.set(LAST_FREEZE, frozen_seconds, **labels)
+
+
+def vm_gauges(mount: Path) -> Gauges:
+    """The daemon's own memory and CPU, and the persistent disk's free space."""
+
+    def read() -> dict[str, float]:
+        resident, cpu = own_usage()
+        return {RESIDENT: resident, CPU: cpu, DISK_FREE: space(mount)[2]}
+
+    return read

@@ -15,13 +15,11 @@ from disk_snapshots.restore.copy import copy_tree
 from disk_snapshots.restore.journal import Journal
 from disk_snapshots.snapshot.snapshotter import Paths
 from disk_snapshots.vm.instance import Disk
+from support.disks import sh
+from support.disks import unmount
 from support.disks import write_config
 
 pytestmark = pytest.mark.root
-
-
-def sh(*argv: str) -> str:
-    return subprocess.run(argv, check=True, capture_output=True, text=True).stdout
 
 
 def build_tree(root: Path) -> None:
@@ -88,6 +86,37 @@ def test_a_full_disk_fails_and_pre_start_refuses(
     assert pre_start(paths) == 0
     assert (disk.mount / "small.bin").read_bytes() == b"fits"
     assert not (disk.mount / "big.bin").exists()
+
+
+def test_a_snapshot_bigger_than_the_disk_is_refused_before_anything_is_written(
+    disk: Disk, pool: Path, tmp_path: Path
+) -> None:
+    # The materialized snapshot is the 512 MiB disk holding 200 MiB; the disk to restore
+    # is 128 MiB, as after a persistent_disk shrink.
+    with (disk.mount / "data.bin").open("wb") as handle:
+        for _ in range(25):
+            handle.write(os.urandom(8 * 1024 * 1024))
+    image = pool / f"small-{tmp_path.name}.img"[:60]
+    sh("truncate", "-s", "128M", str(image))
+    sh("mkfs.ext4", "-q", "-F", str(image))
+    small = tmp_path / "small"
+    small.mkdir()
+    device = sh("losetup", "--find", "--show", str(image)).strip()
+    try:
+        sh("mount", device, str(small))
+        try:
+            (small / "current.txt").write_text("the data before the restore")
+            with pytest.raises(RestoreCopyError, match="No space left on device for it") as caught:
+                copy_tree(disk.mount, small, journal())
+            assert "nothing on the disk was changed" in str(caught.value)
+            assert (small / "current.txt").read_text() == "the data before the restore"
+            recorded = Journal.read(small)
+            assert recorded is not None and recorded.phase == "failed" and recorded.blocks_start
+        finally:
+            unmount(small)
+    finally:
+        subprocess.run(["losetup", "-d", device], check=False)
+        image.unlink(missing_ok=True)
 
 
 def test_finish_keeps_the_record(disk: Disk) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 
@@ -27,6 +28,20 @@ def test_a_recorded_snapshot_renders_with_its_labels() -> None:
     assert 'disk_snapshots_last_freeze_seconds{deployment="redis",schedule="hourly"} 0.25' in text
     assert f"# TYPE {m.LAST_SUCCESS} gauge" in text
     assert metrics.get(m.LAST_DURATION, schedule="hourly") is not None
+
+
+def test_the_daemons_gauges_are_read_when_rendered(tmp_path: Path) -> None:
+    metrics = Metrics(labels={"deployment": "redis"}, gauges=m.vm_gauges(tmp_path))
+    values = {
+        line.split("{")[0]: float(line.rsplit(" ", 1)[1])
+        for line in metrics.render().splitlines()
+        if not line.startswith("#")
+    }
+    assert values[m.RESIDENT] > 1024 * 1024  # a Python process holds megabytes
+    assert values[m.CPU] > 0
+    assert values[m.DISK_FREE] > 0
+    gone = Metrics(gauges=m.vm_gauges(tmp_path / "unmounted"))
+    assert gone.render() == "\n"  # a disk that is not there: no gauges, no failure
 
 
 def test_the_release_names_no_metric_outside_the_table() -> None:

@@ -25,8 +25,10 @@ from disk_snapshots.api.tls import TlsSetupError
 from disk_snapshots.config import EXIT_INVALID_CONFIG
 from disk_snapshots.config import ConfigError
 from disk_snapshots.daemon.agent import Agent
+from disk_snapshots.daemon.scheduler import MAX_SLEEP
 from disk_snapshots.daemon.scheduler import Scheduler
 from disk_snapshots.metrics import Metrics
+from disk_snapshots.metrics import vm_gauges
 from disk_snapshots.snapshot.snapshotter import SNAPSHOT_ERRORS
 from disk_snapshots.snapshot.snapshotter import VM_PATHS
 from disk_snapshots.snapshot.snapshotter import Paths
@@ -65,6 +67,7 @@ def run(paths: Paths = VM_PATHS) -> int:
     metrics = Metrics(
         labels={"deployment": spec.deployment, "instance": f"{spec.name}/{spec.index}"},
         textfile=paths.data / "metrics.prom",
+        gauges=vm_gauges(snapshotter.disk.mount),
     )
     log.info(
         "snapshotter daemon for %s/%s: %d schedule(s)",
@@ -83,7 +86,8 @@ def run(paths: Paths = VM_PATHS) -> int:
         if not snapshotter.config.schedules:
             # The scheduler returns at once without schedules; exiting would make monit
             # restart the daemon over and over (and the API may still be serving).
-            stop.wait()
+            while not stop.wait(MAX_SLEEP):
+                metrics.refresh()
     finally:
         if api is not None:
             api.stop()

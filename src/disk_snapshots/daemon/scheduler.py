@@ -74,6 +74,7 @@ class Scheduler:
             wait = (at - self.clock()).total_seconds()
             if wait > 0:
                 stop.wait(min(wait, MAX_SLEEP))
+                self.metrics.refresh()
                 continue
             self.run_once(by_name[name])
             self.last_runs[name] = at

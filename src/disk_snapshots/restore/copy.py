@@ -22,6 +22,7 @@ from pathlib import Path
 
 from disk_snapshots.restore.journal import Journal
 from disk_snapshots.vm.instance import DISK_DIR
+from disk_snapshots.vm.instance import space
 
 # One cp for every top-level entry: hard links are only kept within one cp invocation.
 COPY = ("cp", "--archive", "--reflink=never")
@@ -63,6 +64,24 @@ def _empty(store: Path) -> None:
             entry.unlink()
 
 
+def does_not_fit(source: Path, store: Path) -> str:
+    """Why a materialized snapshot cannot fit onto ``store``, or "" when it can.
+
+    A materialized snapshot is a filesystem of its own, so its used bytes are what the
+    copy writes; the disk is emptied first, so all of its size is there to take them. A
+    source that is not a mount point (a plain directory) is not measured.
+    """
+    if not os.path.ismount(source):
+        return ""
+    used, total = space(source)[1], space(store)[0]
+    if used <= total:
+        return ""
+    return (
+        f"No space left on device for it: the snapshot holds {used / 2**20:.0f} MiB, more "
+        f"than this disk's {total / 2**20:.0f} MiB (was the persistent disk made smaller?)"
+    )
+
+
 def copy_tree(source: Path, store: Path, journal: Journal) -> None:
     """Make ``store`` hold exactly what ``source`` holds (except our journal directory)."""
     journal.write(store, "copying")
@@ -75,6 +94,9 @@ def copy_tree(source: Path, store: Path, journal: Journal) -> None:
             "holds the data from before the restore."
         )
 
+    too_big = does_not_fit(source, store)
+    if too_big:
+        raise fail(f"{too_big}; nothing on the disk was changed")
     try:
         _empty(store)
     except OSError as err:

@@ -47,6 +47,13 @@ def run_argv(
     return proc.stdout
 
 
+def own_usage() -> tuple[int, float]:
+    """This process's resident memory in bytes and its CPU time (user + system) in seconds."""
+    me = psutil.Process()
+    times = me.cpu_times()
+    return me.memory_info().rss, times.user + times.system
+
+
 def alive(pid: int) -> bool:
     """True while ``pid`` exists and is not a zombie."""
     if pid <= 0:
