@@ -18,8 +18,8 @@ from pathlib import Path
 
 import psutil
 
-from disk_snapshots.vm.instance import space
-from disk_snapshots.vm.processes import own_usage
+from disk_snapshots.vm.usage import own_usage
+from disk_snapshots.vm.usage import space
 
 LAST_SUCCESS = "disk_snapshots_last_success_timestamp_seconds"
 LAST_DURATION = "disk_snapshots_last_duration_seconds"

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from disk_snapshots.restore.journal import Journal
 from disk_snapshots.vm.instance import DISK_DIR
-from disk_snapshots.vm.instance import space
+from disk_snapshots.vm.usage import space
 
 # One cp for every top-level entry: hard links are only kept within one cp invocation.
 COPY = ("cp", "--archive", "--reflink=never")

@@ -8,21 +8,22 @@ its freeze did not hold until the end.
 
 from __future__ import annotations
 
-import hashlib
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 
-@dataclass(frozen=True)
 class Lease:
-    mount: str
-    deadline: float  # Unix time
-    pid: int  # the process holding the freeze
+    """What the freezer promises: ``mount`` is thawed by ``deadline`` (Unix time), and
+    ``pid`` holds the freeze until then. (A plain class: the watchdog imports this
+    module before it says ready, inside other set members' freezes: what it imports
+    costs them frozen milliseconds.)"""
 
+    __slots__ = ("deadline", "mount", "pid")
 
-def lease_path(lease_dir: Path, mount: Path) -> Path:
-    return lease_dir / f"freeze-{hashlib.sha256(str(mount).encode()).hexdigest()[:12]}.lease"
+    def __init__(self, mount: str, deadline: float, pid: int) -> None:
+        self.mount = mount
+        self.deadline = deadline
+        self.pid = pid
 
 
 def expired_path(lease: Path) -> Path:

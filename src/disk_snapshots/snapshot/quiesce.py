@@ -13,6 +13,7 @@ really happened either way (docs/catalog.md).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import selectors
@@ -108,7 +109,7 @@ def frozen(
 ) -> Iterator[FreezeOutcome]:
     """Freeze ``mount`` for at most ``timeout`` seconds, guarded by the watchdog."""
     lease_dir.mkdir(parents=True, exist_ok=True)
-    path = lease.lease_path(lease_dir, mount)
+    path = lease_dir / f"freeze-{hashlib.sha256(str(mount).encode()).hexdigest()[:12]}.lease"
     lease.expired_path(path).unlink(missing_ok=True)
     if path.exists():
         holder = lease.holder(path)

@@ -14,8 +14,6 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import psutil
-
 STORE = Path("/var/vcap/store")
 # Our own directory on the persistent disk: restore journals, the pending-import marker.
 DISK_DIR = ".disk-snapshots"
@@ -101,10 +99,3 @@ def current_disk(root: Path = Path("/"), mount: Path = STORE) -> Disk:
             f"{target} is not a mount point: the persistent disk {cid} is not mounted"
         )
     return Disk(cid=cid, mount=target, hint=disk_hint(cid, root))
-
-
-def space(mount: Path) -> tuple[int, int, int]:
-    """(total, used, free) bytes of the filesystem at ``mount``; free counts what an
-    unprivileged writer may still use."""
-    usage = psutil.disk_usage(str(mount))
-    return usage.total, usage.used, usage.free
