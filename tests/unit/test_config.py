@@ -279,8 +279,8 @@ def test_unknown_job_is_refused() -> None:
     ],
 )
 def test_postgres_host_defaults_to_the_instance_address(host: str, expected: str) -> None:
-    from disk_snapshots.services import PostgresService
-    from disk_snapshots.services import make_service
+    from disk_snapshots.vm.services import PostgresService
+    from disk_snapshots.vm.services import make_service
 
     doc = snapshotter_doc()
     doc["properties"]["service"]["profile"] = "postgres"
