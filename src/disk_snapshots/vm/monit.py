@@ -53,7 +53,9 @@ class MonitCli:
         return run_argv([binary, *args], "monit", self.timeout, error=MonitError)
 
     def summary(self) -> dict[str, str]:
-        return parse_summary(self._run("summary", "-B"))
+        # Plain `summary`: the stemcell's monit 5.2.5 rejects -B ("invalid option"), and
+        # 5.33 prints the same table as with -B when its output is not a terminal.
+        return parse_summary(self._run("summary"))
 
     def stop(self, name: str) -> None:
         self._run("stop", name)
@@ -63,7 +65,8 @@ class MonitCli:
 
 
 def parse_summary(text: str) -> dict[str, str]:
-    """``monit summary -B`` (5.2x tables) or the older ``Process 'name' status`` lines."""
+    """``monit summary``: 5.33's table (Service Name, Status, Type columns) or the
+    stemcell's 5.2.5 ``Process 'name'   status`` lines."""
     states: dict[str, str] = {}
     lines = text.splitlines()
     header = next((line for line in lines if "Service Name" in line and "Status" in line), None)
