@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
 import subprocess
 import threading
@@ -18,6 +19,7 @@ from collections.abc import Mapping
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from localbosh import plan
 from localbosh.disks import STORE
@@ -27,22 +29,20 @@ from localbosh.disks import mount_disk
 from localbosh.disks import unmount_disk
 from localbosh.monit import Monit
 from localbosh.monit import MonitError
-from localbosh.monit import monitrc
 from localbosh.namespace import CommandError
 from localbosh.namespace import Namespace
-
-# A stemcell's monit is built with sysconfdir /var/vcap/bosh/etc, so a bare
-# `monit summary` (an operator's, or the snapshotter's) finds the agent's control
-# file; Debian's monit looks in /etc/monit instead. This wrapper does what the
-# stemcell's build does.
-MONIT_WRAPPER = """#!/bin/sh
-case " $* " in *" -c "*) exec /usr/bin/monit "$@" ;; esac
-exec /usr/bin/monit -c /var/vcap/bosh/etc/monitrc "$@"
-"""
 
 VCAP = "/var/vcap"
 # /var/vcap/data/sys/run is a 16m tmpfs on stemcells (env.bosh.run_dir.tmpfs_size).
 RUN_TMPFS_SIZE = "16m"
+# The agent's working directory, which hooks and errands inherit (the stemcell's
+# bosh-agent.service: WorkingDirectory=/var/vcap/bosh).
+AGENT_DIR = f"{VCAP}/bosh"
+# bosh-agent platform/disk/linux_mounter.go Unmount: `umount` up to 600 times, 1 s apart
+# (linux_disk_manager.go), then the action fails. LOCALBOSH_UNMOUNT_ATTEMPTS shortens it
+# for tests that make the disk busy on purpose.
+UNMOUNT_ATTEMPTS = 600
+UNMOUNT_RETRY_DELAY = 1.0
 
 
 class AgentError(Exception):
@@ -95,7 +95,7 @@ class Agent:
         self.root = fs_root / "var" / "vcap"  # bound onto /var/vcap inside the namespace
         self.ns = ns
         self.ident = ident
-        self.monit = Monit(ns, ident.address, monit_password)
+        self.monit = Monit(ns, self.root, ident.address, monit_password)
         self.monit_password = monit_password
 
     # -- VM ---------------------------------------------------------------------------
@@ -113,7 +113,7 @@ class Agent:
             "data/packages",
             "jobs",
             "packages",
-            "monit/job",
+            "monit",
             "instance",
             "store",
         ):
@@ -121,13 +121,10 @@ class Agent:
         (r / "store").chmod(0o700)
         if not (r / "sys").is_symlink():
             (r / "sys").symlink_to("data/sys")
-        monit_bin = r / "bosh/bin/monit"
-        monit_bin.unlink(missing_ok=True)
-        monit_bin.write_text(MONIT_WRAPPER)
-        monit_bin.chmod(0o755)
-        rc = r / "bosh/etc/monitrc"
-        rc.write_text(monitrc(self.ident.address, self.monit_password))
-        rc.chmod(0o600)
+        try:
+            self.monit.install()
+        except MonitError as exc:
+            raise AgentError(f"{self.ident.name}: {exc}") from exc
         self.write_settings(env or {}, {})
         Path("/var/vcap").mkdir(exist_ok=True)  # mount point on the host, stays empty there
         self.ns.create()
@@ -151,7 +148,14 @@ class Agent:
                 ["mount", "--bind", str(self.hosts_file), "/etc/hosts"],
                 what=f"binding {self.hosts_file} onto /etc/hosts",
             )
-        self.monit.start_daemon()
+        try:
+            self.monit.start_daemon()
+        except MonitError as exc:
+            raise AgentError(f"{self.ident.name}: {exc}") from exc
+
+    def monit_version(self) -> str:
+        """`monit -V` on the VM: the stemcell's monit, not the host's."""
+        return self.monit.version()
 
     def delete_vm(self) -> None:
         """Everything on the VM goes: processes, mounts, ephemeral data. The disk image stays."""
@@ -209,8 +213,21 @@ class Agent:
         mount_disk(self.ns, image)
         (self.root / "bosh/managed_disk_settings.json").write_text(cid)
 
-    def unmount_disk(self) -> None:
-        unmount_disk(self.ns)
+    def unmount_disk(self, sleep: Callable[[float], None] = time.sleep) -> None:
+        """The unmount_disk action: retried while something holds the disk, then fatal
+        (a leftover hook child or a frozen filesystem fails `stop --hard` and recreate)."""
+        attempts = int(os.environ.get("LOCALBOSH_UNMOUNT_ATTEMPTS") or UNMOUNT_ATTEMPTS)
+        for attempt in range(1, attempts + 1):
+            try:
+                unmount_disk(self.ns)
+                return
+            except CommandError as exc:
+                if attempt == attempts:
+                    raise AgentError(
+                        f"{self.ident.name}: Unmounting persistent disk after {attempts} "
+                        f"attempts: {exc}"
+                    ) from exc
+                sleep(UNMOUNT_RETRY_DELAY)
 
     def migrate_disk(self, new_cid: str, new_image: Path) -> None:
         migrate(self.ns, new_image)
@@ -234,9 +251,9 @@ class Agent:
             ("deployment", self.ident.deployment),
         ):
             (inst / key).write_text(value)
-        # RemoveAllJobs, then one monitrc per job in spec order (NNNN_<job>.monitrc).
+        # RemoveAllJobs: monit forgets every job until the start action configures them
+        # again, so nothing starts before pre-start has run (concrete_applier.go Apply).
         shutil.rmtree(r / "monit/job", ignore_errors=True)
-        (r / "monit/job").mkdir(parents=True)
         for link in (r / "jobs").iterdir():
             link.unlink()
         packages = sorted({p for job in jobs for p in job.packages})
@@ -247,7 +264,7 @@ class Agent:
                     "packages were provided"
                 )
             lay_out_packages(self.fs_root, packages)
-        for i, job in enumerate(jobs):
+        for job in jobs:
             target = r / "data/jobs" / job.name / job.sha1
             if target.exists():
                 shutil.rmtree(target)
@@ -266,8 +283,6 @@ class Agent:
                 d.mkdir(parents=True, exist_ok=True)
                 d.chmod(0o770)
             self.ns.run(["mkdir", "-p", f"{VCAP}/sys/run/{job.name}"], what="creating sys/run dir")
-            monit_file = job.files.get("monit", "")
-            (r / "monit/job" / f"{i:04d}_{job.name}.monitrc").write_text(monit_file)
         (r / "bosh/spec.json").write_text(json.dumps(spec, indent=2, sort_keys=True))
         try:
             self.monit.reload()
@@ -283,15 +298,24 @@ class Agent:
 
     # -- scripts ----------------------------------------------------------------------
 
-    def _hook_env(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
-        env = {"PATH": plan.HOOK_PATH}
-        env.update(extra or {})
-        return env
+    def _env(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+        """The agent's own environment (this process's), PATH replaced, plus the script's
+        variables: bosh-utils exec_cmd_runner.go mergeEnv(os.Environ(), cmd.Env)."""
+        return {**os.environ, "PATH": plan.HOOK_PATH, **(extra or {})}
 
-    def _script_argv(self, job: str, script: str, args: Sequence[str]) -> list[str]:
-        # nice +5 like the agent (process_priority_unix.go); env -i so that nothing
-        # of this CLI's environment leaks into hooks.
-        return self.ns.argv(["nice", "-n", "5", f"{VCAP}/jobs/{job}/bin/{script}", *args])
+    def _run(
+        self, argv: Sequence[str], env: Mapping[str, str] | None = None, **kwargs: Any
+    ) -> subprocess.CompletedProcess[Any]:
+        """A script as the agent starts it: in the agent's working directory, in a process
+        group of its own (bosh-utils exec_process_unix.go Setpgid), stdin closed."""
+        return subprocess.run(
+            self.ns.argv(argv, wd=AGENT_DIR),
+            env=self._env(env),
+            stdin=subprocess.DEVNULL,
+            process_group=0,
+            check=False,
+            **kwargs,
+        )
 
     def host_path(self, path: str) -> Path:
         """Where a /var/vcap path inside the instance is on the host (symlinks resolved
@@ -329,14 +353,10 @@ class Agent:
                 (log_dir / f"{script}.stdout.log").open("ab") as out,
                 (log_dir / f"{script}.stderr.log").open("ab") as err,
             ):
-                proc = subprocess.run(
-                    self._script_argv(job, script, []),
-                    stdout=out,
-                    stderr=err,
-                    stdin=subprocess.DEVNULL,
-                    env=self._hook_env(env),
-                    check=False,
-                )
+                # Only the run_script hooks are started at the agent's nice + 5
+                # (generic_script.go SpawnWithLowerPriority); drain and errands are not.
+                argv = ["nice", "-n", "5", f"{VCAP}/jobs/{job}/bin/{script}"]
+                proc = self._run(argv, env, stdout=out, stderr=err)
             results[job] = proc.returncode
 
         _parallel(jobs, one)
@@ -370,14 +390,8 @@ class Agent:
                 "BOSH_JOB_NEXT_STATE": plan.job_state_env(next_state),
             }
             while True:
-                proc = subprocess.run(
-                    self._script_argv(job, "drain", args),
-                    capture_output=True,
-                    text=True,
-                    stdin=subprocess.DEVNULL,
-                    env=self._hook_env(env),
-                    check=False,
-                )
+                argv = [f"{VCAP}/jobs/{job}/bin/drain", *args]
+                proc = self._run(argv, env, capture_output=True, text=True)
                 try:
                     value = plan.parse_drain_output(proc.stdout)
                 except plan.DrainOutputError as exc:
@@ -401,14 +415,34 @@ class Agent:
             raise AgentError(f"{msg} ({details})")
 
     def stop(self) -> None:
+        """The stop action (StopAndWait); the stopped file marks the jobs as stopped by
+        the agent, not failing, once `monit stop -g vcap` went through."""
         try:
-            self.monit.stop_and_wait()
+            self.monit.stop_and_wait(stopped=lambda: (self.root / "monit/stopped").write_text(""))
         except (MonitError, CommandError) as exc:
             raise AgentError(f"Stopping services: {exc}") from exc
-        (self.root / "monit/stopped").write_text("")
+
+    def configure_jobs(self) -> None:
+        """ConfigureJobs: each job's monit file as /var/vcap/monit/job/NNNN_<job>.monitrc
+        (NNNN counting from the last job of the spec, `*.monit` files as
+        NNNN_<job>_<label>.monitrc), then a reload (concrete_applier.go ConfigureJobs,
+        rendered_job_applier.go Configure, monit_job_supervisor.go AddJob)."""
+        job_dir = self.root / "monit/job"
+        job_dir.mkdir(parents=True, exist_ok=True)
+        for i, job in enumerate(reversed(self.applied_jobs())):
+            installed = self.host_path(f"{VCAP}/jobs/{job}")
+            monit_file = installed / "monit"
+            if monit_file.is_file():
+                (job_dir / f"{i:04d}_{job}.monitrc").write_bytes(monit_file.read_bytes())
+            for extra in sorted(installed.glob("*.monit")):
+                label = extra.name.removesuffix(".monit")
+                (job_dir / f"{i:04d}_{job}_{label}.monitrc").write_bytes(extra.read_bytes())
+        self.monit.reload()
 
     def start(self) -> None:
+        """The start action: configure the jobs in monit, then start every vcap service."""
         try:
+            self.configure_jobs()
             self.monit.start()
         except (MonitError, CommandError) as exc:
             raise AgentError(f"Starting services: {exc}") from exc
@@ -439,14 +473,7 @@ class Agent:
             return []
 
     def run_errand(self, job: str) -> tuple[int, str, str]:
-        proc = subprocess.run(
-            self.ns.argv([f"{VCAP}/jobs/{job}/bin/run"]),
-            capture_output=True,
-            text=True,
-            stdin=subprocess.DEVNULL,
-            env=self._hook_env(),
-            check=False,
-        )
+        proc = self._run([f"{VCAP}/jobs/{job}/bin/run"], capture_output=True, text=True)
         return proc.returncode, proc.stdout, proc.stderr
 
     def ssh(self, command: str) -> int:

@@ -46,7 +46,9 @@ def _parser() -> argparse.ArgumentParser:
 
     i = sub.add_parser("instances", help="list instances with process state and addresses")
     i.add_argument("-p", "--ps", action="store_true", help="show processes")
-    i.add_argument("--details", action="store_true", help="show disk CIDs and bootstrap")
+    i.add_argument(
+        "--details", action="store_true", help="show state (started, stopped, detached), disks"
+    )
 
     e = sub.add_parser("run-errand", help="run an errand's bin/run")
     e.add_argument("name")
@@ -57,7 +59,9 @@ def _parser() -> argparse.ArgumentParser:
         s = sub.add_parser(verb, help=f"{verb} instances")
         s.add_argument("selector", nargs="?")
         if verb == "stop":
-            s.add_argument("--hard", action="store_true", help="also delete the VM (disk kept)")
+            s.add_argument(
+                "--hard", action="store_true", help="also delete the VM (disk kept): detached"
+            )
         if verb in ("stop", "restart", "recreate"):
             s.add_argument("--skip-drain", action="store_true", help="skip pre-stop and drain")
 
@@ -135,17 +139,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"Deployment '{name}'\n")
             headers = ["Instance", "Process State", "AZ", "IPs"]
             if args.details:
-                headers += ["Bootstrap", "Disk CIDs"]
+                headers += ["State", "Bootstrap", "Disk CIDs"]
             table = []
             for r in rows:
                 row = [r["instance"], r["process_state"], r["az"], r["ips"]]
                 if args.details:
-                    row += ["true" if r["bootstrap"] else "false", r["disk_cid"]]
+                    row += [r["state"], "true" if r["bootstrap"] else "false", r["disk_cid"]]
                 table.append(row)
                 if args.ps:
                     for proc, state in r["processes"]:
                         table.append(
-                            [f"~ {proc}", state, "", ""] + (["", ""] if args.details else [])
+                            [f"~ {proc}", state, "", ""] + (["", "", ""] if args.details else [])
                         )
             print(_table(headers, table))
             print(f"\n{len(rows)} instances\n\nSucceeded")

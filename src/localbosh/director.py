@@ -1,8 +1,12 @@
 """The local Director: deploy, stop/start/restart/recreate, errands, delete-deployment.
 
-It sequences agent actions in the Director's order (bosh-director starter.rb,
-stopper.rb, instance_updater) with canaries 1 and max_in_flight 1, and writes the
-deployment state after every step, so a failure midway leaves a state that
+Every converging operation is one update_deployment, as on the real Director: stop,
+start, restart and recreate deploy the stored manifest with some instances' states
+overridden. What each instance update does is decided by `plan.procedure` (after
+bosh-director instance_updater/update_procedure.rb) and carried out here in the
+Director's order (starter.rb, stopper.rb), with canaries 1 and max_in_flight 1;
+deletes of whole deployments, post-deploy and errands run in parallel. The deployment
+state is written after every step, so a failure midway leaves a state that
 `delete-deployment` can still clean up completely.
 """
 
@@ -18,6 +22,8 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable
+from collections.abc import Collection
 from collections.abc import Iterator
 from collections.abc import Mapping
 from collections.abc import Sequence
@@ -91,6 +97,8 @@ class Director:
         self.volumes = Volumes(layout.root)
         self.started = time.monotonic()
         self._print_lock = threading.Lock()
+        # Instances are deleted, and post-deploy and errands run, in parallel threads.
+        self._state_lock = threading.RLock()
 
     def log(self, msg: str) -> None:
         with self._print_lock:
@@ -98,6 +106,10 @@ class Director:
             self.out.flush()
 
     # -- plumbing ---------------------------------------------------------------------
+
+    def _save(self, dep: DeploymentState) -> None:
+        with self._state_lock:
+            dep.save(self.layout)
 
     @contextlib.contextmanager
     def _host(self) -> Iterator[None]:
@@ -201,7 +213,7 @@ class Director:
             out[inst.id] = (jobs, applied)
         return out
 
-    # -- deploy -----------------------------------------------------------------------
+    # -- deploy and every converging operation ----------------------------------------
 
     def deploy(
         self,
@@ -224,19 +236,53 @@ class Director:
                 )
                 # Saved before the host pieces are ensured: a concurrent delete of the
                 # last other deployment must see this one and keep the pool.
-                dep.save(self.layout)
+                self._save(dep)
             with self._host():
-                self._deploy(dep, manifest, manifest_dir, recreate, skip_drain)
+                dep.manifest = {**manifest, "_manifest_dir": str(manifest_dir)}
+                self._converge(dep, {}, recreate=recreate, skip_drain=skip_drain)
 
-    def _deploy(
+    def change_state(
         self,
-        dep: DeploymentState,
-        manifest: dict[str, Any],
-        manifest_dir: Path,
-        recreate: bool,
+        name: str,
+        action: str,
+        selector: str | None,
+        hard: bool = False,
         skip_drain: bool = False,
     ) -> None:
-        dep.manifest = {**manifest, "_manifest_dir": str(manifest_dir)}
+        """`bosh stop|start|restart|recreate [GROUP[/ID]]`: like the CLI's default
+        (converge), a deploy of the stored manifest with these instances' states
+        overridden (deployments_controller.rb PUT /deployments/:d/jobs/...)."""
+        virtual: plan.Virtual
+        if action == "stop":
+            virtual = "detached" if hard else "stopped"
+        elif action == "start":
+            virtual = "started"
+        elif action == "restart":
+            virtual = "restart"
+        elif action == "recreate":
+            virtual = "recreate"
+        else:
+            raise DirectorError(f"unknown action {action!r}")
+        with deployment_lock(self.layout, name, f"{action} instances"), self._host():
+            dep = self.load(name)
+            targets = self._selected(dep, selector)
+            self._converge(
+                dep,
+                {i.id: virtual for i in targets},
+                skip_drain_groups={i.group for i in targets} if skip_drain else set(),
+            )
+
+    def _converge(
+        self,
+        dep: DeploymentState,
+        states: Mapping[str, plan.Virtual],
+        recreate: bool = False,
+        skip_drain: bool = False,
+        skip_drain_groups: Collection[str] = (),
+    ) -> None:
+        """update_deployment: scale, delete what is no longer needed, update each instance
+        group in manifest order (canary first, one at a time), then post-deploy when
+        anything changed. `states` overrides instances' states (by id)."""
         try:
             groups = self._groups(dep)
             Ec2Settings.from_manifest(dep.manifest)
@@ -263,7 +309,7 @@ class Director:
                     address=address(dep.slot, n),
                 )
             )
-        doomed = [dep.find(p.group, p.index) for p in delete]
+        doomed = [i for p in delete if (i := dep.find(p.group, p.index)) is not None]
         for g in groups:
             members = sorted(
                 (i for i in dep.instances if i.group == g.name and i not in doomed),
@@ -271,7 +317,7 @@ class Director:
             )
             for i in members:
                 i.bootstrap = i is members[0]
-        dep.save(self.layout)
+        self._save(dep)
         # Render before touching anything: a template error must not leave half a deploy.
         remaining = [i for i in dep.instances if i not in doomed]
         live = DeploymentState(dep.name, dep.slot, dep.manifest, remaining, dep.monit_password)
@@ -279,40 +325,68 @@ class Director:
             desired = self._render(live, groups)
         except Exception as exc:
             raise DirectorError(f"Preparing deployment: {exc}") from exc
-        for inst in doomed:
-            if inst is None:
-                continue
-            self.log(f"Deleting unneeded instances {inst.group}: {inst.name} ({inst.index})")
-            self._delete_instance(dep, inst, force=False)
-            dep.instances.remove(inst)
-            dep.save(self.layout)
         changed = False
-        order = plan.update_order(
-            [g.name for g in groups], [plan.Placement(i.group, i.index) for i in dep.instances]
-        )
-        first_of_group: set[str] = set()
-        for p in order:
-            inst = dep.find(p.group, p.index)
-            if inst is None:
-                raise DirectorError(f"instance {p.group}/{p.index} vanished from the state")
-            canary = p.group not in first_of_group
-            first_of_group.add(p.group)
-            jobs, applied = desired[inst.id]
-            if self._update_instance(
-                dep, inst, by_name[p.group], jobs, applied, canary, recreate, skip_drain
+        # Groups gone from the manifest go first; each remaining group deletes its
+        # surplus instances, then updates the rest (instance_group_updater.rb update).
+        order = [None, *(g.name for g in groups)]
+        for group_name in order:
+            for inst in sorted(
+                (i for i in doomed if (i.group if i.group in by_name else None) == group_name),
+                key=lambda i: i.index,
             ):
+                self.log(f"Deleting unneeded instances {inst.group}: {inst.name} ({inst.index})")
+                self._delete_instance(dep, inst, force=False)
                 changed = True
+            if group_name is None:
+                continue
+            group = by_name[group_name]
+            canaried = False
+            for inst in sorted(
+                (i for i in remaining if i.group == group_name), key=lambda i: i.index
+            ):
+                jobs, applied = desired[inst.id]
+                virtual = states.get(inst.id, _state(inst.state))
+                procedure = plan.procedure(self._facts(dep, inst, applied), virtual, recreate)
+                if not procedure.changed:
+                    continue
+                skip = skip_drain or group_name in skip_drain_groups
+                self._update_instance(
+                    dep, inst, group, jobs, applied, procedure, not canaried, skip
+                )
+                canaried = changed = True
         if changed:
             self._post_deploy(dep)
         self.log("Succeeded")
 
+    def _facts(
+        self, dep: DeploymentState, inst: InstanceState, applied: plan.AppliedSpec
+    ) -> plan.Facts:
+        agent = self.agent(dep, inst)
+        # A VM whose namespace is gone (the host rebooted, say) is a missing VM: the
+        # Director would find its agent unresponsive and recreate it.
+        has_vm = inst.vm and agent.ns.exists()
+        return plan.Facts(
+            state=_state(inst.state),
+            has_vm=has_vm,
+            job_state=agent.get_state() if has_vm else None,
+            update_completed=inst.update_completed,
+            old=plan.AppliedSpec.from_json(inst.applied),
+            new=applied,
+            disk_size=inst.disk_size,
+        )
+
     def _post_deploy(self, dep: DeploymentState) -> None:
-        for inst in dep.instances:
-            if inst.vm and inst.state == "started":
-                agent = self.agent(dep, inst)
-                if agent.jobs_with("post-deploy"):
-                    self.log(f"Running post-deploy scripts: {inst.name} ({inst.index})")
-                    self._agent_call(inst, lambda a=agent: a.run_script("post-deploy"))
+        """post-deploy on every instance with a VM that is not stopped, all at once
+        (post_deployment_script_runner.rb, models/instance.rb has_important_vm?)."""
+        targets = [i for i in dep.instances if i.vm and i.state == "started"]
+
+        def one(inst: InstanceState) -> None:
+            agent = self.agent(dep, inst)
+            if agent.jobs_with("post-deploy"):
+                self.log(f"Running post-deploy scripts: {inst.name} ({inst.index})")
+                self._agent_call(inst, lambda: agent.run_script("post-deploy"))
+
+        _in_parallel(targets, one)
 
     def _agent_call(self, inst: InstanceState, fn: Any) -> None:
         try:
@@ -330,106 +404,115 @@ class Director:
         group: Group,
         jobs: list[RenderedJob],
         applied: plan.AppliedSpec,
+        procedure: plan.Procedure,
         canary: bool,
-        recreate: bool,
-        skip_drain: bool = False,
-    ) -> bool:
-        old = plan.AppliedSpec.from_json(inst.applied)
-        change = plan.instance_change(inst.vm, old, applied, inst.disk_size, group.persistent_disk)
-        # An instance whose last update failed midway is updated again, like the
-        # Director does for instances without update_completed.
-        if change == "none" and inst.update_completed and not recreate:
-            return False
+        skip_drain: bool,
+    ) -> None:
+        """One instance's update_procedure.rb `perform`, step by step. Until it completes
+        the instance is dirty: the next converge updates it fully again."""
         inst.update_completed = False
-        dep.save(self.layout)
+        self._save(dep)
         label = f"{inst.group}: {inst.name} ({inst.index})" + (" (canary)" if canary else "")
         started = time.monotonic()
-        agent = self.agent(dep, inst)
-        running = inst.vm and inst.state == "started" and agent.get_state() != "stopped"
-        if change == "create":
+        changes = ", ".join(sorted(procedure.changes))
+        self.log(f"Updating instance {label} (changes: {changes})")
+        if procedure.stop is not None:
+            old = plan.AppliedSpec.from_json(inst.applied)
+            args = (
+                plan.SHUTDOWN_ARGS
+                if procedure.stop == "shutdown"
+                else tuple(plan.update_drain_args(old, applied))
+            )
+            self._stop_sequence(
+                dep, inst, args, applied.persistent_disk, procedure.intent, skip_drain
+            )
+        if procedure.detach:
+            self.log(f"Detaching instance {inst.name} ({inst.index})")
+            self._unmount(dep, inst)
+            self._delete_vm(dep, inst)
+        if procedure.create_vm:
             self.log(f"Creating missing vms: {inst.name} ({inst.index})")
             self._create_vm(dep, inst, group)
-        elif change == "disk-change" or recreate:
-            if running:
-                intent: plan.Intent = "delete_vm" if recreate else "keep_vm"
-                self._stop_sequence(
-                    dep, inst, plan.SHUTDOWN_ARGS, group.persistent_disk, intent, skip_drain
-                )
-            if recreate:
-                self.log(f"Recreating instance {label}")
-                self._delete_vm(dep, inst)
-                self._create_vm(dep, inst, group)
-            if change == "disk-change":
-                self._change_disk(dep, inst, group)
-        else:
-            if running:
-                args = plan.update_drain_args(old, applied)
-                self._stop_sequence(
-                    dep, inst, tuple(args), group.persistent_disk, "keep_vm", skip_drain
-                )
-        self.log(f"Updating instance {label}")
-        self._apply(dep, inst, group, jobs, applied)
-        if inst.state == "started":
+        if procedure.recreate_vm:
+            self.log(f"Recreating instance {label}")
+            self._unmount(dep, inst)
+            self._delete_vm(dep, inst)
+            self._create_vm(dep, inst, group)
+        if procedure.change_disk:
+            self._change_disk(dep, inst, group)
+        inst.state = procedure.final_state
+        self._save(dep)
+        if procedure.apply:
+            self._apply(dep, inst, group, jobs, applied)
+        if procedure.start:
             self._start_sequence(dep, inst, watch_time(dep.manifest, canary))
         inst.update_completed = True
-        dep.save(self.layout)
+        self._save(dep)
         self.log(f"Updated instance {label} ({_duration(started)})")
-        return True
+
+    def _unmount(self, dep: DeploymentState, inst: InstanceState) -> None:
+        """UnmountInstanceDisksStep: the agent's unmount_disk, fatal while the disk is busy."""
+        if inst.disk_cid:
+            agent = self.agent(dep, inst)
+            self._agent_call(inst, agent.unmount_disk)
 
     def _create_vm(self, dep: DeploymentState, inst: InstanceState, group: Group) -> None:
+        """A VM from the "stemcell", with the instance's existing disk attached and mounted
+        (a disk to create or resize is the disk step's, after this)."""
         agent = self.agent(dep, inst)
         # Recorded first, so a failure inside still gets the VM deleted later.
         inst.vm = True
-        dep.save(self.layout)
+        self._save(dep)
         self._settings(dep, inst, group.env)
-        agent.create_vm(group.env)
+        self._agent_call(inst, lambda: agent.create_vm(group.env))
+        self.log(f"{inst.name} ({inst.index}): {agent.monit_version()}")
         self.pool.attach_to(agent.ns)
-        if inst.disk_cid is None and group.persistent_disk > 0:
-            inst.disk_cid = self.pool.create(group.persistent_disk)
-            inst.disk_size = group.persistent_disk
-            dep.save(self.layout)
         if inst.disk_cid:
-            self._settings(dep, inst, group.env)
-            agent.mount_disk(inst.disk_cid, self.pool.image(inst.disk_cid))
+            cid = inst.disk_cid
+            self._agent_call(inst, lambda: agent.mount_disk(cid, self.pool.image(cid)))
 
     def _delete_vm(self, dep: DeploymentState, inst: InstanceState) -> None:
         self.agent(dep, inst).delete_vm()
         inst.vm = False
-        dep.save(self.layout)
+        self._save(dep)
 
     def _change_disk(self, dep: DeploymentState, inst: InstanceState, group: Group) -> None:
         agent = self.agent(dep, inst)
         old_cid = inst.disk_cid
         if group.persistent_disk > 0:
             new_cid = self.pool.create(group.persistent_disk)
-            self.log(
-                f"Migrating disk {old_cid} to {new_cid} ({group.persistent_disk} MiB): {inst.name}"
-            )
+            size = f"{group.persistent_disk} MiB"
             if old_cid:
-                agent.migrate_disk(new_cid, self.pool.image(new_cid))
+                self.log(f"Migrating disk {old_cid} to {new_cid} ({size}): {inst.name}")
             else:
-                agent.mount_disk(new_cid, self.pool.image(new_cid))
+                self.log(f"Creating disk {new_cid} ({size}): {inst.name}")
+            image = self.pool.image(new_cid)
+            if old_cid:
+                self._agent_call(inst, lambda: agent.migrate_disk(new_cid, image))
+            else:
+                self._agent_call(inst, lambda: agent.mount_disk(new_cid, image))
             inst.disk_cid, inst.disk_size = new_cid, group.persistent_disk
         else:
-            agent.unmount_disk()
+            self._agent_call(inst, agent.unmount_disk)
             inst.disk_cid, inst.disk_size = None, 0
-        dep.save(self.layout)
+        self._save(dep)
         self._settings(dep, inst, group.env)
         if old_cid:
             self._orphan(dep, inst, old_cid)
 
     def _orphan(self, dep: DeploymentState, inst: InstanceState, cid: str) -> None:
-        orphans = _read_json(self.layout.orphans, [])
-        orphans.append(
-            {
-                "disk_cid": cid,
-                "deployment": dep.name,
-                "instance": inst.name,
-                "size": inst.disk_size,
-                "orphaned_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            }
-        )
-        self.layout.orphans.write_text(json.dumps(orphans, indent=2))
+        with self._state_lock:
+            orphans = _read_json(self.layout.orphans, [])
+            orphans.append(
+                {
+                    "disk_cid": cid,
+                    "deployment": dep.name,
+                    "instance": inst.name,
+                    "size": inst.disk_size,
+                    "orphaned_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                }
+            )
+            self.layout.orphans.write_text(json.dumps(orphans, indent=2))
         self.log(f"Orphaning disk {cid} of {inst.name}")
 
     def _apply(
@@ -457,7 +540,7 @@ class Director:
         agent = self.agent(dep, inst)
         self._agent_call(inst, lambda: agent.apply(jobs, spec, lay_out_packages(group)))
         inst.applied = applied.to_json()
-        dep.save(self.layout)
+        self._save(dep)
 
     def _stop_sequence(
         self,
@@ -499,7 +582,7 @@ class Director:
             )
         self._agent_call(inst, lambda: agent.run_script("post-start"))
 
-    # -- stop / start / restart / recreate ----------------------------------------------
+    # -- selection --------------------------------------------------------------------
 
     def _selected(self, dep: DeploymentState, selector: str | None) -> list[InstanceState]:
         idents = [plan.Ident(i.group, i.index, i.id) for i in dep.instances]
@@ -511,82 +594,6 @@ class Director:
             (i for i in dep.instances if i.id in chosen), key=lambda i: (i.group, i.index)
         )
 
-    def _ordered(self, dep: DeploymentState, insts: list[InstanceState]) -> list[InstanceState]:
-        groups = [str(g.get("name")) for g in dep.manifest.get("instance_groups") or []]
-        order = plan.update_order(groups, [plan.Placement(i.group, i.index) for i in insts])
-        return [i for p in order for i in insts if i.group == p.group and i.index == p.index]
-
-    def change_state(
-        self,
-        name: str,
-        action: str,
-        selector: str | None,
-        hard: bool = False,
-        skip_drain: bool = False,
-    ) -> None:
-        with deployment_lock(self.layout, name, f"{action} instances"), self._host():
-            dep = self.load(name)
-            groups = {g.name: g for g in self._groups(dep)}
-            insts = self._ordered(dep, self._selected(dep, selector))
-            desired = (
-                self._render(dep, list(groups.values())) if action in ("start", "recreate") else {}
-            )
-            for inst in insts:
-                group = groups[inst.group]
-                started = time.monotonic()
-                agent = self.agent(dep, inst)
-                is_running = inst.vm and agent.get_state() not in ("stopped", "unknown")
-                label = f"{inst.name} ({inst.index})"
-                if action == "stop":
-                    if is_running:
-                        self.log(f"Stopping instance {inst.group}: {label}")
-                        self._stop_sequence(
-                            dep,
-                            inst,
-                            plan.SHUTDOWN_ARGS,
-                            inst.disk_size,
-                            "delete_vm" if hard else "keep_vm",
-                            skip_drain,
-                        )
-                    inst.state = "stopped"
-                    if hard and inst.vm:
-                        self._delete_vm(dep, inst)
-                elif action == "start":
-                    inst.state = "started"
-                    self.log(f"Starting instance {inst.group}: {label}")
-                    if not inst.vm:
-                        self._create_vm(dep, inst, group)
-                        jobs, applied = desired[inst.id]
-                        self._apply(dep, inst, group, jobs, applied)
-                    if agent.get_state() != "running":
-                        self._start_sequence(dep, inst, watch_time(dep.manifest, False))
-                elif action == "restart":
-                    self.log(f"Restarting instance {inst.group}: {label}")
-                    if is_running:
-                        self._stop_sequence(
-                            dep, inst, plan.RESTART_ARGS, inst.disk_size, "keep_vm", skip_drain
-                        )
-                    inst.state = "started"
-                    self._start_sequence(dep, inst, watch_time(dep.manifest, False))
-                elif action == "recreate":
-                    self.log(f"Recreating instance {inst.group}: {label}")
-                    if is_running:
-                        self._stop_sequence(
-                            dep, inst, plan.SHUTDOWN_ARGS, inst.disk_size, "delete_vm", skip_drain
-                        )
-                    if inst.vm:
-                        self._delete_vm(dep, inst)
-                    self._create_vm(dep, inst, group)
-                    jobs, applied = desired[inst.id]
-                    self._apply(dep, inst, group, jobs, applied)
-                    if inst.state == "started":
-                        self._start_sequence(dep, inst, watch_time(dep.manifest, False))
-                else:
-                    raise DirectorError(f"unknown action {action!r}")
-                dep.save(self.layout)
-                self.log(f"Done {action} {label} ({_duration(started)})")
-            self.log("Succeeded")
-
     # -- delete -----------------------------------------------------------------------
 
     def _delete_instance(
@@ -596,11 +603,14 @@ class Director:
         force: bool,
         intent: plan.Intent = "delete_instance",
     ) -> None:
-        """InstanceDeleter: shutdown drain with persistent_disk 0, stop, post-stop, delete VM,
-        orphan the disk. With force, failures of the instance's own scripts are skipped."""
+        """InstanceDeleter: Stopper.stop with next persistent_disk 0 (pre-stop, drain
+        job_shutdown, monit stop, post-stop) on every instance that has a VM, soft-stopped
+        ones too (stopper.rb only skips instances without a VM or with an unresponsive
+        agent); then the VM goes (no unmount first) and the disk is orphaned. With
+        --force, failures of the instance's own scripts are logged and skipped."""
         agent = self.agent(dep, inst)
         try:
-            if inst.vm and agent.get_state() not in ("stopped", "unknown"):
+            if inst.vm and agent.ns.exists():
                 self._stop_sequence(dep, inst, plan.SHUTDOWN_ARGS, 0, intent)
         except DirectorError as exc:
             if not force:
@@ -610,7 +620,9 @@ class Director:
         if inst.disk_cid:
             self._orphan(dep, inst, inst.disk_cid)
             inst.disk_cid = None
-            dep.save(self.layout)
+        with self._state_lock:
+            dep.instances.remove(inst)
+        self._save(dep)
 
     def delete_deployment(self, name: str, force: bool = False) -> None:
         if DeploymentState.load(self.layout, name) is None:
@@ -618,11 +630,13 @@ class Director:
             return
         with deployment_lock(self.layout, name, f"delete deployment {name}"), self._host():
             dep = self.load(name)
-            for inst in list(dep.instances):
+
+            def one(inst: InstanceState) -> None:
                 self.log(f"Deleting instances: {inst.name} ({inst.index})")
                 self._delete_instance(dep, inst, force, "delete_deployment")
-                dep.instances.remove(inst)
-                dep.save(self.layout)
+
+            # Every instance at once, up to the Director's thread pool (deployment_deleter.rb).
+            _in_parallel(sorted(dep.instances, key=lambda i: (i.group, i.index)), one)
             # Sweep namespaces of this deployment the state might not know (a crash
             # between creating a namespace and saving the state).
             for ns_file in self.layout.ns_dir.glob(f"{name}.*"):
@@ -658,23 +672,28 @@ class Director:
             with_job = {
                 g.name for g in groups for j in g.jobs if j.name == errand and j.spec.is_errand
             }
-            if not with_job:
-                raise DirectorError(f"Errand '{errand}' doesn't exist")
-            candidates = [i for i in dep.instances if i.group in with_job]
-            if selectors:
-                chosen: dict[str, InstanceState] = {}
-                for sel in selectors:
-                    for i in self._selected(dep, sel):
-                        if i.group in with_job:
-                            chosen[i.id] = i
-                if not chosen:
-                    raise DirectorError("No instances match selection criteria")
-                candidates = list(chosen.values())
-            stopped = [i for i in candidates if i.state != "started" or not i.vm]
-            if stopped:
-                names = ", ".join(f"'{i.name}'" for i in stopped)
-                raise DirectorError(
-                    f"Instance(s) {names} is stopped, unable to run errand. Maybe start vm?"
+            by_id = {i.id: i for i in dep.instances}
+            candidates = [
+                plan.ErrandCandidate(
+                    plan.Ident(i.group, i.index, i.id),
+                    _state(i.state),
+                    i.vm and self.agent(dep, i).ns.exists(),
+                )
+                for i in sorted(dep.instances, key=lambda i: (i.group, i.index))
+            ]
+            try:
+                targets = plan.errand_targets(errand, candidates, with_job, selectors)
+            except plan.SelectionError as exc:
+                raise DirectorError(str(exc)) from exc
+            for ident in targets.skipped:
+                self.log(
+                    f"Warning: Skipping instance: {ident.group}/{ident.id} ({ident.index}) "
+                    "no matching VM reference was found"
+                )
+            if len(targets.run) > 1:
+                self.log(
+                    "Warning: Executing errand on multiple instances in parallel. "
+                    "Use the `--instance` flag to run the errand on a single instance."
                 )
             results: dict[str, ErrandResult] = {}
 
@@ -683,12 +702,8 @@ class Director:
                 code, out, err = self.agent(dep, inst).run_errand(errand)
                 results[inst.id] = ErrandResult(f"{inst.name}", code, out, err)
 
-            threads = [threading.Thread(target=one, args=(i,)) for i in candidates]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
-            return [results[i.id] for i in sorted(candidates, key=lambda i: (i.group, i.index))]
+            _in_parallel([by_id[i.id] for i in targets.run], one)
+            return [results[i.id] for i in targets.run]
 
     # -- read-only --------------------------------------------------------------------
 
@@ -702,6 +717,7 @@ class Director:
                     "instance": inst.name,
                     "index": inst.index,
                     "process_state": agent.get_state() if inst.vm else "-",
+                    "state": inst.state,
                     "az": inst.az or "",
                     "ips": inst.address,
                     "bootstrap": inst.bootstrap,
@@ -720,6 +736,41 @@ class Director:
                 raise DirectorError(f"Instance '{inst.name}' has no VM (hard-stopped?)")
             rc = max(rc, self.agent(dep, inst).ssh(command))
         return rc
+
+
+def _state(value: str) -> plan.State:
+    if value == "stopped":
+        return "stopped"
+    if value == "detached":
+        return "detached"
+    return "started"
+
+
+def _in_parallel(items: Sequence[InstanceState], fn: Callable[[InstanceState], None]) -> None:
+    """`fn` on every item, at most plan.MAX_THREADS at once; the first error is raised
+    once all have finished, like the Director's ThreadPool."""
+    errors: list[BaseException] = []
+    pending = list(items)
+    lock = threading.Lock()
+
+    def worker() -> None:
+        while True:
+            with lock:
+                if not pending:
+                    return
+                item = pending.pop(0)
+            try:
+                fn(item)
+            except BaseException as exc:  # re-raised in the caller's thread below
+                errors.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(min(plan.MAX_THREADS, len(items)))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
 
 
 def _duration(started: float) -> str:

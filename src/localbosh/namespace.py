@@ -100,8 +100,12 @@ class Namespace:
             what=f"creating mount namespace {self.path}",
         )
 
-    def argv(self, argv: Sequence[str]) -> list[str]:
-        return ["nsenter", f"--mount={self.path}", "--", *argv]
+    def argv(self, argv: Sequence[str], wd: str | None = None) -> list[str]:
+        """argv run inside the namespace, in `wd` (entering a mount namespace moves a
+        process to its root directory otherwise; nsenter's own --wd resolves the path
+        before it enters, on the host)."""
+        chdir = ["env", f"--chdir={wd}"] if wd is not None else []
+        return ["nsenter", f"--mount={self.path}", "--", *chdir, *argv]
 
     def run(
         self, argv: Sequence[str], *, what: str, **kwargs: Any

@@ -7,7 +7,6 @@ either.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from collections.abc import Sequence
 from functools import cache
@@ -17,17 +16,10 @@ from localbosh.agent import RenderedJob
 from localbosh.compile import CompiledPackage
 from localbosh.compile import compile_release
 from localbosh.compile import install_packages
-from localbosh.deployment import REPO_ROOT
 from localbosh.deployment import Group
 from localbosh.deployment import Release
 from localbosh.release import build_release
-
-
-def cache_dir() -> Path:
-    # Shared with tests/release (compiling CPython takes minutes, once). compile.py
-    # refuses a cache under /var (its namespace shadows /var), so it is not in the
-    # state dir.
-    return Path(os.environ.get("LOCALBOSH_CACHE") or REPO_ROOT / ".cache")
+from localbosh.state import cache_dir
 
 
 @cache

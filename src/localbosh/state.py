@@ -28,12 +28,22 @@ from pathlib import Path
 from typing import Any
 
 DEFAULT_HOME = Path("/var/lib/localbosh")
+REPO_ROOT = Path(__file__).resolve().parents[2]
 # The Director waits this long for a deployment lock before failing the task.
 LOCK_TIMEOUT_SECONDS = 10.0
 
 
 def home() -> Path:
     return Path(os.environ.get("LOCALBOSH_HOME") or DEFAULT_HOME)
+
+
+def cache_dir() -> Path:
+    """Compiled packages and the stemcell's monit (built by scripts/bootstrap).
+
+    Shared with tests/release (compiling CPython takes minutes, once). compile.py refuses
+    a cache under /var (its namespace shadows /var), so it is not in the state dir.
+    """
+    return Path(os.environ.get("LOCALBOSH_CACHE") or REPO_ROOT / ".cache")
 
 
 @dataclass(frozen=True)
@@ -85,7 +95,7 @@ class InstanceState:
     az: str | None
     address: str
     bootstrap: bool = False
-    # Desired by the operator: "started" or "stopped" (bosh stop/start).
+    # The Director's record: "started", "stopped" (bosh stop) or "detached" (stop --hard).
     state: str = "started"
     vm: bool = False
     disk_cid: str | None = None

@@ -22,8 +22,14 @@ GONE = {"persistent_disk": 0}
 
 
 def hooks(log: Path, index: int | None = None) -> list[tuple[str, ...]]:
-    """(hook, *args) per record, optionally of one instance index."""
-    return [(r["hook"], *r["args"]) for r in records(log) if index is None or r["index"] == index]
+    """(hook, *args) per record, optionally of one instance index; post-deploy, which
+    follows every converge that changed something, has tests of its own
+    (test_director_agent.py)."""
+    return [
+        (r["hook"], *r["args"])
+        for r in records(log)
+        if (index is None or r["index"] == index) and r["hook"] != "post-deploy"
+    ]
 
 
 def states(r: dict[str, Any]) -> tuple[Any, Any]:
@@ -58,7 +64,7 @@ def test_deploy_starts_each_instance_in_order_one_at_a_time(
     m = recorder_manifest(tmp_path / "m.yml", record_log)
     localbosh.run("-d", "rec", "deploy", str(m))
     assert hooks(record_log) == [*START, *START]  # no drain on a new instance
-    rs = records(record_log)
+    rs = [r for r in records(record_log) if r["hook"] != "post-deploy"]
     assert [r["index"] for r in rs] == [0, 0, 0, 1, 1, 1]  # max_in_flight 1: serial
     assert all(r["store_mounted"] for r in rs)  # disk mounted before pre-start
     assert all(r["PATH"] == HOOK_PATH for r in rs if r["hook"] != "monit-start")
@@ -280,6 +286,8 @@ def test_hard_stop_deletes_the_vm_and_start_recreates_it_with_the_same_disk(
     assert pre_stop_env(record_log) == ["delete", "keep", "keep"]
     inst = localbosh.state("rec")["instances"][0]
     assert not inst["vm"] and inst["disk_cid"] == disk
+    assert inst["state"] == "detached"  # update_procedure.rb: `stop --hard` detaches
+    assert "detached" in localbosh.run("-d", "rec", "instances", "--details").stdout
 
     record_log.unlink()
     localbosh.run("-d", "rec", "start", "node/0")
@@ -294,6 +302,13 @@ def test_an_instance_whose_update_failed_is_updated_again_on_the_next_deploy(
     m = recorder_manifest(tmp_path / "m.yml", record_log, instances=1, fail=["post-start"])
     assert localbosh.run("-d", "rec", "deploy", str(m), check=False).returncode == 1
     record_log.unlink()
-    # Same manifest: nothing changed, but the last update never completed.
+    # Same manifest: nothing changed, but the last update never completed (the instance
+    # is dirty): a full update, drain included, as the Director does.
     assert localbosh.run("-d", "rec", "deploy", str(m), check=False).returncode == 1
-    assert hooks(record_log)[-1] == ("post-start",)
+    assert hooks(record_log) == [
+        ("pre-stop",),
+        ("drain", "job_changed", "hash_unchanged"),
+        ("monit-stop",),
+        ("post-stop",),
+        *START,
+    ]

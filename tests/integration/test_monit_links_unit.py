@@ -21,40 +21,34 @@ from localbosh.state import deployment_lock
 
 REPO = Path(__file__).resolve().parents[2]
 
-STATUS2 = """<?xml version="1.0" encoding="ISO-8859-1"?>
-<monit id="x" incarnation="1795953665" version="5.33.0"><server><uptime>9</uptime></server>
-<services>
-<service name="vm"><type>5</type><status>0</status><monitor>1</monitor></service>
-<service name="redis"><type>3</type><status>0</status><monitor>1</monitor>
- <pendingaction>0</pendingaction><pid>42</pid></service>
-<service name="snapshotter"><type>3</type><status>0</status><monitor>0</monitor>
- <pendingaction>0</pendingaction></service>
-<service name="other"><type>3</type><status>512</status><monitor>1</monitor>
- <pendingaction>1</pendingaction><pid>-1</pid></service>
-</services>
-<servicegroups><servicegroup name="vcap"><service>redis</service>
-<service>snapshotter</service></servicegroup></servicegroups></monit>"""
+# Real: the stemcell's monit 5.2.5 with redis running, snapshotter unmonitored and
+# broken, whose start program fails (tests/unit/test_monit_summary.py tells how).
+STATUS2 = (REPO / "tests" / "fixtures" / "monit" / "status2-5.2.5.xml").read_text()
 
 
-def test_parse_status_reads_incarnation_groups_and_states() -> None:
+def test_parse_status_reads_incarnation_groups_and_states_like_the_agent() -> None:
     st = parse_status(STATUS2)
-    assert st.incarnation == 1795953665
-    assert [s.name for s in st.services] == ["redis", "snapshotter", "other"]
+    assert st.incarnation == 1796228058
+    assert [s.name for s in st.services] == ["redis", "snapshotter", "broken"]  # no system
     vcap = {s.name: s for s in st.in_group("vcap")}
-    assert set(vcap) == {"redis", "snapshotter"}  # `other` is not in group vcap
+    assert set(vcap) == {"redis", "snapshotter", "broken"}
     assert vcap["redis"].status == "running" and vcap["redis"].monitored
-    assert vcap["snapshotter"].status == "not monitored" and not vcap["snapshotter"].monitored
-    other = next(s for s in st.services if s.name == "other")
-    assert other.pending and other.status == "failing"
+    # bosh-agent monit/status.go: unmonitored is "unknown"; a failed start is an error
+    # (status and message) even after 5.2.5 stopped monitoring it.
+    assert vcap["snapshotter"].status == "unknown" and not vcap["snapshotter"].monitored
+    assert not vcap["snapshotter"].errored
+    assert vcap["broken"].errored and not vcap["broken"].pending
 
 
-def test_monitrc_binds_the_instance_address_and_includes_job_files() -> None:
-    rc = monitrc("127.77.1.10", "pw")
-    assert "use address 127.77.1.10" in rc
+def test_monitrc_is_the_stemcells_with_the_instance_address_and_own_state_files() -> None:
+    rc = monitrc("127.77.1.10")
+    assert "set daemon 10\n" in rc  # the stemcell's 10 s cycle
+    assert "set httpd port 2822 and use address 127.77.1.10\n" in rc
+    assert "allow cleartext /var/vcap/monit/monit.user" in rc
     assert "include /var/vcap/monit/job/*.monitrc" in rc
-    assert "set onreboot nostart" in rc
-    # Per-instance state files, or instances would share ~/.monit.*
+    # Per-instance state files, or instances would share root's ~/.monit.*
     assert "set statefile /var/vcap/monit/monit.state" in rc
+    assert "set pidfile /var/vcap/monit/monit.pid" in rc
 
 
 def _groups(manifest: dict[str, object]) -> list[object]:
