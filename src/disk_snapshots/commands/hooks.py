@@ -36,6 +36,7 @@ from disk_snapshots.vm.deadline import DeadlineExceeded
 from disk_snapshots.vm.deadline import deadline
 from disk_snapshots.vm.instance import InstanceError
 from disk_snapshots.vm.instance import current_disk
+from disk_snapshots.vm.monit import service_stopped
 from disk_snapshots.vm.services import ServiceError
 from disk_snapshots.vm.services import run_imports
 
@@ -136,10 +137,15 @@ def drain(args: Sequence[str], environ: Mapping[str, str], paths: Paths) -> tupl
         return 0, "0"
     paths.data.mkdir(parents=True, exist_ok=True)
     paths.drain_file.write_text(json.dumps({"trigger": decision.trigger, "event": decision.event}))
+    stopped = service_stopped(config.service.jobs, paths.root)
     try:
         with deadline(config.drain.timeout, "the drain snapshot"):
             snapshotter = Snapshotter.load(paths)
-            taken = snapshotter.take(decision.trigger)
+            if stopped:
+                log.info("%s; nothing to flush, the snapshot is clean", stopped)
+                taken = snapshotter.take_stopped(decision.trigger)
+            else:
+                taken = snapshotter.take(decision.trigger)
             for warning in taken.warnings:
                 log.warning("%s", warning)
             if config.service.import_pre_start or config.service.import_post_start:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
+from dataclasses import replace
 from datetime import UTC
 from datetime import datetime
 from pathlib import Path
@@ -31,6 +32,7 @@ from disk_snapshots.vm.deadline import DeadlineExceeded
 from disk_snapshots.vm.instance import Disk
 from disk_snapshots.vm.instance import InstanceError
 from disk_snapshots.vm.instance import current_disk
+from disk_snapshots.vm.services import NoService
 from disk_snapshots.vm.services import Service
 from disk_snapshots.vm.services import ServiceError
 from disk_snapshots.vm.services import make_service
@@ -166,6 +168,19 @@ class Snapshotter:
         taken = snapshot_quiesced(self.freezer(), annotate)
         self.record_role(taken.snapshot.annotations.role)
         return taken
+
+    def take_stopped(self, trigger: str) -> Taken:
+        """The service's processes are stopped (a soft-stopped instance being deleted, a
+        restore that left it stopped): frozen for the filesystem's own sake, nothing to
+        flush, recorded clean with the last known role. Drain takes this path so that an
+        operator's delete of a stopped deployment is not blocked by a flush that has no
+        process to run against."""
+        role = self.last_role()
+
+        def annotate(_consistency: Consistency, _role: Role, moment: datetime) -> Annotations:
+            return self.annotations(trigger=trigger, consistency="clean", role=role, moment=moment)
+
+        return snapshot_quiesced(replace(self.freezer(), service=NoService()), annotate)
 
     def take_clean(self, trigger: str, *, note: str = "") -> Snapshot:
         """A snapshot with the service stopped (post-stop, a restore's safety snapshot):

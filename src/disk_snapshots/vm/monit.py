@@ -19,6 +19,7 @@ from typing import Protocol
 from disk_snapshots.member_errors import Conflict
 from disk_snapshots.member_errors import Failed
 from disk_snapshots.member_errors import TimedOut
+from disk_snapshots.vm.processes import alive
 from disk_snapshots.vm.processes import run_argv
 
 MONIT = Path("/var/vcap/bosh/bin/monit")
@@ -137,3 +138,45 @@ class ServiceJobs:
 
 def _listed(states: dict[str, str]) -> str:
     return ", ".join(f"{j}: {st}" for j, st in sorted(states.items()))
+
+
+# Whether the service is stopped, read the way monit itself decides it: by the pidfile of
+# each ``check process`` stanza. monit's monitoring state says nothing at drain, because
+# the agent unmonitors every service before running drain (bosh-agent agent/action/drain.go).
+_CHECK_PROCESS = re.compile(
+    r'^\s*check\s+process\s+"?([^"\s]+)"?\s+(?:with\s+)?pidfile\s+"?([^"\s]+)"?',
+    re.IGNORECASE | re.MULTILINE,
+)
+
+
+def monit_pidfiles(monit_files: list[str]) -> dict[str, str]:
+    """Process name → pidfile, from the jobs' monit files (`check process X with pidfile P`)."""
+    found: dict[str, str] = {}
+    for text in monit_files:
+        for name, pidfile in _CHECK_PROCESS.findall(text):
+            found[name] = pidfile
+    return found
+
+
+def _pidfile_alive(pidfile: Path) -> bool:
+    try:
+        pid = int(pidfile.read_text().strip())
+    except (OSError, ValueError):
+        return False
+    return alive(pid)
+
+
+def service_stopped(jobs: tuple[str, ...] | list[str], root: Path) -> str:
+    """Why the service's processes are known to be stopped, or "" when any may run: every
+    ``service.jobs`` process has a pidfile in the jobs' monit files, and none names a live
+    process. A process without a pidfile monit would check may run, so it counts as running."""
+    if not jobs:
+        return ""
+    jobs_dir = root / "var/vcap/jobs"
+    files = sorted(jobs_dir.glob("*/monit")) + sorted(jobs_dir.glob("*/*.monit"))
+    pidfiles = monit_pidfiles([f.read_text(errors="replace") for f in files if f.is_file()])
+    if any(job not in pidfiles for job in jobs):
+        return ""
+    if any(_pidfile_alive(root / pidfiles[job].lstrip("/")) for job in jobs):
+        return ""
+    return f"service.jobs {', '.join(jobs)} not running (no live process in their pidfiles)"
