@@ -137,30 +137,52 @@ def start(paths: Paths = VM_PATHS) -> int:
         return 0
     pid_path.parent.mkdir(parents=True, exist_ok=True)
     paths.logs.mkdir(parents=True, exist_ok=True)
-    with (paths.logs / "snapshotter.log").open("ab") as out:
-        child = subprocess.Popen(
-            [sys.executable, "-m", "disk_snapshots", "daemon", "run"],
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=out,
-            start_new_session=True,
-            close_fds=True,
-        )
-    pid_path.write_text(f"{child.pid}\n")
+    pid = _launch_detached(paths.logs / "snapshotter.log")
+    if pid <= 0:
+        print(f"snapshotter daemon could not be launched ({sys.executable})", file=sys.stderr)
+        return 1
+    pid_path.write_text(f"{pid}\n")
     # A daemon that dies at once (bad config, no disk) must fail monit's start, not flap.
     deadline = time.monotonic() + 2.0
     while time.monotonic() < deadline:
-        if child.poll() is not None:
+        if not alive(pid):
             pid_path.unlink(missing_ok=True)
             print(
-                f"snapshotter daemon exited at once (code {child.returncode}); "
-                f"see {paths.logs / 'snapshotter.log'}",
+                f"snapshotter daemon exited at once; see {paths.logs / 'snapshotter.log'}",
                 file=sys.stderr,
             )
             return 1
         time.sleep(0.1)
-    print(f"snapshotter daemon started (pid {child.pid})")
+    print(f"snapshotter daemon started (pid {pid})")
     return 0
+
+
+def _launch_detached(log: Path) -> int:
+    """``daemon run`` in a session of its own, started by a short-lived intermediate so
+    that init is its parent before monit first looks at it: the stemcell's monit 5.2.5
+    counts a parent that changes later (when this start program exits) as an error, and
+    the agent reports the instance failing for a cycle."""
+    read_end, write_end = os.pipe()
+    intermediate = os.fork()
+    if intermediate == 0:
+        try:
+            os.close(read_end)
+            with log.open("ab") as out:
+                child = subprocess.Popen(
+                    [sys.executable, "-m", "disk_snapshots", "daemon", "run"],
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=out,
+                    start_new_session=True,
+                    close_fds=True,
+                )
+            os.write(write_end, str(child.pid).encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    os.waitpid(intermediate, 0)
+    with os.fdopen(read_end, "rb") as reader:
+        return int(reader.read() or b"0")
 
 
 def stop(paths: Paths = VM_PATHS) -> int:
