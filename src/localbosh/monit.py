@@ -198,7 +198,11 @@ class Monit:
                 self.status(attempts=1)
                 return
             time.sleep(0.1)
-        raise MonitError(f"monit on {self.address} did not answer within 30s")
+        try:
+            tail = (self.vcap / "monit" / "monit.log").read_text(errors="replace")[-1500:]
+        except OSError:
+            tail = "(no monit.log)"
+        raise MonitError(f"monit on {self.address} did not answer within 30s; monit.log:\n{tail}")
 
     def quit(self) -> None:
         with contextlib.suppress(Exception):
