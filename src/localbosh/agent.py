@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from typing import TypeVar
 
 from localbosh import plan
 from localbosh.disks import STORE
@@ -78,6 +79,7 @@ class RenderedJob:
 
 
 Log = Callable[[str], None]
+T = TypeVar("T")
 
 
 class Agent:
@@ -359,7 +361,7 @@ class Agent:
                 proc = self._run(argv, env, stdout=out, stderr=err)
             results[job] = proc.returncode
 
-        _parallel(jobs, one)
+        in_parallel(jobs, one)
         failed = [j for j in jobs if results.get(j) != 0]
         if failed:
             raise AgentError(
@@ -405,7 +407,7 @@ class Agent:
                 args = plan.CHECK_STATUS_ARGS
                 env = {"BOSH_JOB_STATE": plan.job_state_env(job_state)}
 
-        _parallel(jobs, one)
+        in_parallel(jobs, one)
         if errors:
             failed = [j for j in jobs if j in errors]
             msg = plan.parallel_failure_message(
@@ -480,16 +482,26 @@ class Agent:
         return subprocess.run(self.ns.argv(["bash", "-c", command]), check=False).returncode
 
 
-def _parallel(items: Sequence[str], fn: Callable[[str], None]) -> None:
+def in_parallel(items: Sequence[T], fn: Callable[[T], None], limit: int | None = None) -> None:
+    """`fn` on every item in threads, at most `limit` at once (all without one); the first
+    error is raised once all have finished, as the agent's parallel scripts and the
+    Director's ThreadPool do."""
     errors: list[BaseException] = []
+    pending = list(items)
+    lock = threading.Lock()
 
-    def wrapped(item: str) -> None:
-        try:
-            fn(item)
-        except BaseException as exc:  # re-raised in the caller's thread below
-            errors.append(exc)
+    def worker() -> None:
+        while True:
+            with lock:
+                if not pending:
+                    return
+                item = pending.pop(0)
+            try:
+                fn(item)
+            except BaseException as exc:  # re-raised in the caller's thread below
+                errors.append(exc)
 
-    threads = [threading.Thread(target=wrapped, args=(i,)) for i in items]
+    threads = [threading.Thread(target=worker) for _ in range(min(limit or len(items), len(items)))]
     for t in threads:
         t.start()
     for t in threads:

@@ -22,7 +22,6 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable
 from collections.abc import Collection
 from collections.abc import Iterator
 from collections.abc import Mapping
@@ -38,6 +37,7 @@ from localbosh.agent import Agent
 from localbosh.agent import AgentError
 from localbosh.agent import Identity
 from localbosh.agent import RenderedJob
+from localbosh.agent import in_parallel
 from localbosh.deployment import Group
 from localbosh.deployment import ManifestError
 from localbosh.deployment import configuration_hash
@@ -386,7 +386,7 @@ class Director:
                 self.log(f"Running post-deploy scripts: {inst.name} ({inst.index})")
                 self._agent_call(inst, lambda: agent.run_script("post-deploy"))
 
-        _in_parallel(targets, one)
+        in_parallel(targets, one, plan.MAX_THREADS)
 
     def _agent_call(self, inst: InstanceState, fn: Any) -> None:
         try:
@@ -636,7 +636,9 @@ class Director:
                 self._delete_instance(dep, inst, force, "delete_deployment")
 
             # Every instance at once, up to the Director's thread pool (deployment_deleter.rb).
-            _in_parallel(sorted(dep.instances, key=lambda i: (i.group, i.index)), one)
+            in_parallel(
+                sorted(dep.instances, key=lambda i: (i.group, i.index)), one, plan.MAX_THREADS
+            )
             # Sweep namespaces of this deployment the state might not know (a crash
             # between creating a namespace and saving the state).
             for ns_file in self.layout.ns_dir.glob(f"{name}.*"):
@@ -702,7 +704,7 @@ class Director:
                 code, out, err = self.agent(dep, inst).run_errand(errand)
                 results[inst.id] = ErrandResult(f"{inst.name}", code, out, err)
 
-            _in_parallel([by_id[i.id] for i in targets.run], one)
+            in_parallel([by_id[i.id] for i in targets.run], one, plan.MAX_THREADS)
             return [results[i.id] for i in targets.run]
 
     # -- read-only --------------------------------------------------------------------
@@ -744,33 +746,6 @@ def _state(value: str) -> plan.State:
     if value == "detached":
         return "detached"
     return "started"
-
-
-def _in_parallel(items: Sequence[InstanceState], fn: Callable[[InstanceState], None]) -> None:
-    """`fn` on every item, at most plan.MAX_THREADS at once; the first error is raised
-    once all have finished, like the Director's ThreadPool."""
-    errors: list[BaseException] = []
-    pending = list(items)
-    lock = threading.Lock()
-
-    def worker() -> None:
-        while True:
-            with lock:
-                if not pending:
-                    return
-                item = pending.pop(0)
-            try:
-                fn(item)
-            except BaseException as exc:  # re-raised in the caller's thread below
-                errors.append(exc)
-
-    threads = [threading.Thread(target=worker) for _ in range(min(plan.MAX_THREADS, len(items)))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    if errors:
-        raise errors[0]
 
 
 def _duration(started: float) -> str:

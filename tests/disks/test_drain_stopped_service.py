@@ -52,6 +52,18 @@ def redis_job(root: Path, pid: int | None) -> None:
         pidfile.write_text(f"{pid}\n")
 
 
+def redis_profile(vm: tuple[Paths, dict[str, Any]]) -> Paths:
+    """The snapshotter colocated with a Redis nobody answers for, drain.on_failure fail."""
+    paths, doc = vm
+    doc["properties"]["service"]["profile"] = "redis"
+    doc["properties"]["service"]["jobs"] = ["redis"]
+    doc["properties"]["service"]["redis"] = {"port": closed_port(), "password": ""}
+    doc["properties"]["drain"]["on_failure"] = "fail"
+    doc["spec"]["address"] = "127.0.0.1"
+    write_config(paths, doc)
+    return paths
+
+
 def test_pidfiles_come_from_the_jobs_monit_files() -> None:
     found = monit_pidfiles(
         [
@@ -81,13 +93,7 @@ def test_a_service_is_stopped_only_when_no_process_of_it_lives(tmp_path: Path) -
 def test_delete_of_a_stopped_redis_takes_a_clean_snapshot_and_proceeds(
     vm: tuple[Paths, dict[str, Any]], disk: Disk
 ) -> None:
-    paths, doc = vm
-    doc["properties"]["service"]["profile"] = "redis"
-    doc["properties"]["service"]["jobs"] = ["redis"]
-    doc["properties"]["service"]["redis"] = {"port": closed_port(), "password": ""}
-    doc["properties"]["drain"]["on_failure"] = "fail"
-    doc["spec"]["address"] = "127.0.0.1"
-    write_config(paths, doc)
+    paths = redis_profile(vm)
     paths.data.mkdir(parents=True, exist_ok=True)
     paths.role_file.write_text(json.dumps({"role": "leader", "at": "2026-01-01T00:00:00+00:00"}))
     redis_job(paths.root, None)
@@ -102,13 +108,7 @@ def test_delete_of_a_stopped_redis_takes_a_clean_snapshot_and_proceeds(
 def test_a_running_redis_that_cannot_flush_still_fails_the_drain(
     vm: tuple[Paths, dict[str, Any]], disk: Disk
 ) -> None:
-    paths, doc = vm
-    doc["properties"]["service"]["profile"] = "redis"
-    doc["properties"]["service"]["jobs"] = ["redis"]
-    doc["properties"]["service"]["redis"] = {"port": closed_port(), "password": ""}
-    doc["properties"]["drain"]["on_failure"] = "fail"
-    doc["spec"]["address"] = "127.0.0.1"
-    write_config(paths, doc)
+    paths = redis_profile(vm)
     # monit's pidfile names a live process, so the service is up but does not answer.
     redis_job(paths.root, os.getpid())
     assert drain(["job_shutdown", "hash_unchanged"], DELETE, paths) == (1, "")
