@@ -202,5 +202,8 @@ def stop(paths: Paths = VM_PATHS) -> int:
             file=sys.stderr,
         )
         os.kill(pid, signal.SIGKILL)
-    pid_path.unlink(missing_ok=True)
+    # The stemcell's monit 5.2.5 waits for the process, not for this program: a start may
+    # already have recorded a new daemon here.
+    if _read_pid(pid_path) == pid:
+        pid_path.unlink(missing_ok=True)
     return 0
