@@ -60,6 +60,8 @@ def world(ec2: Any, tmp_path: Path) -> World:
     ec2.attach_volume(
         VolumeId=volume["VolumeId"], InstanceId=instance["InstanceId"], Device="/dev/sdb"
     )
+    # Snapshots write the filesystem back first (syncfs): the mount point must exist.
+    (tmp_path / "store").mkdir()
     disk = Disk(cid=volume["VolumeId"], mount=tmp_path / "store", hint={})
     return World(instance["InstanceId"], volume["VolumeId"], disk)
 

@@ -60,7 +60,7 @@ def test_manual_and_pre_deploy_snapshots_carry_every_annotation(
     snapshotter: Snapshotter, world: World, ec2: Any
 ) -> None:
     taken = snapshotter.take("manual", note="before the migration").snapshot
-    clean = snapshotter.take_clean("pre-deploy")
+    clean = snapshotter.take_clean("pre-deploy").snapshot
 
     for snapshot in (taken, clean):
         raw = ec2.describe_snapshots(SnapshotIds=[snapshot.id])["Snapshots"][0]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import pytest
@@ -102,3 +103,23 @@ def test_post_stop_takes_a_clean_snapshot_when_asked(
     assert post_stop(paths) == 0
     [snapshot] = LoopbackProvider.for_disk("", disk).list()
     assert snapshot.annotations.consistency == "clean"
+
+
+@pytest.mark.parametrize("freeze", [True, False])
+def test_a_clean_snapshot_holds_what_was_written_just_before(
+    vm: tuple[Paths, dict[str, Any]], disk: Disk, freeze: bool
+) -> None:
+    # Written and not synced: still in the page cache of the disk's filesystem, not yet
+    # in its image. A clean snapshot (post-stop, a restore's safety snapshot) must
+    # hold it, with or without quiesce.freeze.
+    paths, doc = vm
+    doc["properties"]["post_stop_snapshot"] = True
+    doc["properties"]["quiesce"]["freeze"] = freeze
+    write_config(paths, doc)
+    payload = os.urandom(1 << 20)
+    (disk.mount / "written-last").write_bytes(payload)
+    assert post_stop(paths) == 0
+    provider = LoopbackProvider.for_disk("", disk)
+    [snapshot] = provider.list()
+    with provider.materialize(snapshot.id) as tree:
+        assert (tree / "written-last").read_bytes() == payload

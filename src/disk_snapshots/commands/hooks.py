@@ -143,7 +143,7 @@ def drain(args: Sequence[str], environ: Mapping[str, str], paths: Paths) -> tupl
             snapshotter = Snapshotter.load(paths)
             if stopped:
                 log.info("%s; nothing to flush, the snapshot is clean", stopped)
-                taken = snapshotter.take_stopped(decision.trigger)
+                taken = snapshotter.take_clean(decision.trigger)
             else:
                 taken = snapshotter.take(decision.trigger)
             for warning in taken.warnings:
@@ -195,7 +195,7 @@ def post_stop(paths: Paths) -> int:
     try:
         with deadline(config.drain.timeout, "the post-stop snapshot"):
             snapshotter = Snapshotter.load(paths)
-            snapshot = snapshotter.take_clean(trigger)
+            snapshot = snapshotter.take_clean(trigger).snapshot
             snapshotter.prune()
     except SNAPSHOT_ERRORS as err:
         log.error("post-stop: clean %s snapshot failed: %s", trigger, err)

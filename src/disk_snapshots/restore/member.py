@@ -89,7 +89,9 @@ class RestoreMember:
                 )
             self.jobs.require_stopped()
             try:
-                safety = self.snapshotter.take_clean(PRE_RESTORE, note=f"before {restore_id}"[:255])
+                safety = self.snapshotter.take_clean(
+                    PRE_RESTORE, note=f"before {restore_id}"[:255]
+                ).snapshot
             except SNAPSHOT_ERRORS as err:
                 raise Failed(f"pre-restore safety snapshot failed: {err}") from None
             journal = Journal(

@@ -207,14 +207,16 @@ def quiesced(freezer: Freezer, lease_seconds: int) -> Iterator[Quiesced]:
             raise FlushRefused(err) from None
         state.warnings.append(f"flush failed, snapshot is not application-consistent: {err}")
     try:
+        # What the filesystem still holds in memory goes to the disk first: without a
+        # freeze this is all that puts it in the snapshot; with one, the writes the
+        # provider would otherwise flush inside the freeze (loopback: the image's dirty
+        # pages) go out now, while the disk still takes writes.
+        fsops.syncfs(freezer.disk.mount)
+        freezer.provider.prepare(freezer.disk)
         if not freezer.quiesce.freeze:
             state.since = time.monotonic()
             yield state
             return
-        # Writes the provider would otherwise flush inside the freeze (loopback: the
-        # image's dirty pages) go out now, while the disk still takes writes.
-        fsops.syncfs(freezer.disk.mount)
-        freezer.provider.prepare(freezer.disk)
         # The lease bounds the freeze, not the flush before it.
         state.since = time.monotonic()
         with frozen(freezer.disk.mount, lease_seconds, freezer.lease_dir, freezer.log_path) as fr:

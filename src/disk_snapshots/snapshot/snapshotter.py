@@ -169,27 +169,20 @@ class Snapshotter:
         self.record_role(taken.snapshot.annotations.role)
         return taken
 
-    def take_stopped(self, trigger: str) -> Taken:
-        """The service's processes are stopped (a soft-stopped instance being deleted, a
-        restore that left it stopped): frozen for the filesystem's own sake, nothing to
-        flush, recorded clean with the last known role. Drain takes this path so that an
-        operator's delete of a stopped deployment is not blocked by a flush that has no
-        process to run against."""
+    def take_clean(self, trigger: str, *, note: str = "") -> Taken:
+        """A snapshot with the service's processes stopped (post-stop, a restore's safety
+        snapshot, the drain of a stopped service being deleted): nothing to flush, recorded
+        clean with the last known role. What the stopped service wrote may still sit in the
+        filesystem's page cache, so it goes through the same write-back and freeze as any
+        snapshot; only the flush is skipped. It does not apply retention either."""
         role = self.last_role()
 
         def annotate(_consistency: Consistency, _role: Role, moment: datetime) -> Annotations:
-            return self.annotations(trigger=trigger, consistency="clean", role=role, moment=moment)
+            return self.annotations(
+                trigger=trigger, consistency="clean", role=role, moment=moment, note=note
+            )
 
         return snapshot_quiesced(replace(self.freezer(), service=NoService()), annotate)
-
-    def take_clean(self, trigger: str, *, note: str = "") -> Snapshot:
-        """A snapshot with the service stopped (post-stop, a restore's safety snapshot):
-        consistent without freezing. It does not apply retention either."""
-        role = self.last_role()
-        annotations = self.annotations(
-            trigger=trigger, consistency="clean", role=role, moment=datetime.now(UTC), note=note
-        )
-        return self.provider.snapshot(self.disk, annotations)
 
     def catalog(self) -> list[Snapshot]:
         """Every snapshot of this deployment, newest first."""
