@@ -64,6 +64,10 @@ class Annotations:
     set_state: SetState = ""
     set_reason: str = ""
     schema: int = SCHEMA
+    # A restore's plan hold (restore/hold.py): until this UTC time (ISO 8601), retention on
+    # every instance keeps the snapshot, whoever's it is; empty when nothing holds it.
+    hold_until: str = ""
+    hold_by: str = ""
 
     def __post_init__(self) -> None:
         problems = validate(self)
@@ -78,11 +82,20 @@ class Annotations:
     def with_set_state(self, state: SetState, reason: str = "") -> Annotations:
         return replace(self, set_state=state, set_reason=reason[:MAX_TAG_VALUE])
 
+    def with_hold(self, until: datetime | None, by: str = "") -> Annotations:
+        """Held until ``until`` by ``by`` (a restore id); None releases the hold."""
+        if until is None:
+            return replace(self, hold_until="", hold_by="")
+        return replace(self, hold_until=_utc_text(until), hold_by=by)
+
+    def held(self, now: datetime) -> bool:
+        return bool(self.hold_until) and parse_timestamp(self.hold_until) > now
+
     def to_tags(self) -> dict[str, str]:
         tags: dict[str, str] = {}
         for name, value in asdict(self).items():
             if isinstance(value, datetime):
-                text = value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+                text = _utc_text(value)
             elif isinstance(value, bool):
                 text = str(value).lower()
             else:
@@ -120,6 +133,10 @@ class Annotations:
         return cls(**values)  # type: ignore[arg-type]
 
 
+def _utc_text(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
 def parse_timestamp(text: str) -> datetime:
     try:
         moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
@@ -152,6 +169,13 @@ def validate(a: Annotations) -> list[str]:
         problems.append("set_id and set_size go together")
     if a.created_at.tzinfo is None:
         problems.append("created_at must carry a time zone")
+    if a.hold_until:
+        try:
+            parse_timestamp(a.hold_until)
+        except AnnotationError as err:
+            problems.append(f"hold_until: {err}")
+    if bool(a.hold_until) != bool(a.hold_by) or (a.hold_by and not _IDENT.match(a.hold_by)):
+        problems.append(f"hold_by: {a.hold_by!r} must name what holds it, with hold_until")
     for name in ("note", "set_reason", "az", "release_version"):
         value = cast(str, getattr(a, name))
         if len(value) > MAX_TAG_VALUE:

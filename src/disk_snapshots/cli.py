@@ -19,6 +19,9 @@ from disk_snapshots.commands import errands
 from disk_snapshots.commands import restore
 from disk_snapshots.commands.hooks import run_hook
 from disk_snapshots.commands.snapshots import run_snapshots
+from disk_snapshots.commands.steps import STEPS
+from disk_snapshots.commands.steps import add_steps
+from disk_snapshots.commands.steps import run_step
 from disk_snapshots.config import EXIT_INVALID_CONFIG
 from disk_snapshots.config import ConfigError
 from disk_snapshots.config import load_config
@@ -45,6 +48,7 @@ def _add_snapshots(commands: argparse._SubParsersAction[argparse.ArgumentParser]
     show.add_argument("snapshot_id")
     take = actions.add_parser("take", help="take an application-consistent snapshot now")
     take.add_argument("--note", default="", help="free text recorded on the snapshot (no secrets)")
+    take.add_argument("--json", action="store_true", help="JSON instead of a table")
     delete = actions.add_parser("delete", help="delete one snapshot")
     delete.add_argument("snapshot_id")
     delete.add_argument(
@@ -58,6 +62,7 @@ def _add_snapshots(commands: argparse._SubParsersAction[argparse.ArgumentParser]
         description="Detach and delete the temporary volumes this VM made to read snapshots "
         "from (tagged disk-snapshots:temporary) and that a killed restore left behind.",
     )
+    add_steps(actions)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -137,7 +142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "hook":
         return run_hook(args.name, args.args)
     if args.command == "snapshots":
-        return run_snapshots(args)
+        return run_step(args) if args.action in STEPS else run_snapshots(args)
     if args.command == "daemon":
         actions = {"start": daemon.start, "stop": daemon.stop, "run": daemon.run}
         return actions[args.action]()

@@ -6,7 +6,8 @@ rules, guards keep what an operator would need after things went wrong, whatever
 the policies say (docs/catalog.md): the newest consistent snapshot of every instance, the
 newest snapshot taken as leader, every member of the newest complete set, the newest
 pre-restore safety snapshot of every instance (the way back from the last restore),
-and anything a restore in progress names.
+anything a restore in progress names, and anything a restore's plan holds (the hold
+is an annotation on the snapshot, so every instance's retention sees it).
 """
 
 from __future__ import annotations
@@ -114,6 +115,15 @@ def guard_keeps(catalog: Iterable[Snapshot]) -> dict[str, str]:
     return guarded
 
 
+def holds(catalog: Iterable[Snapshot], now: datetime) -> dict[str, str]:
+    """Snapshot id -> the plan hold that keeps it now (restore/hold.py)."""
+    return {
+        s.id: f"held by {s.annotations.hold_by} until {s.annotations.hold_until}"
+        for s in catalog
+        if s.annotations.held(now)
+    }
+
+
 def plan_retention(
     catalog: Iterable[Snapshot],
     policies: Mapping[str, Retention],
@@ -132,6 +142,8 @@ def plan_retention(
     snapshots = list(catalog)
     keep: dict[str, list[str]] = defaultdict(list)
     for snapshot_id, reason in guard_keeps(snapshots).items():
+        keep[snapshot_id].append(reason)
+    for snapshot_id, reason in holds(snapshots, now).items():
         keep[snapshot_id].append(reason)
     for s in snapshots:
         if s.id in protected:

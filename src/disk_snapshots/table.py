@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
+from disk_snapshots.annotations import TAG_PREFIX
+from disk_snapshots.annotations import Annotations
 from disk_snapshots.catalog import Snapshot
 
 COLUMNS = (
@@ -66,3 +68,35 @@ def to_json(snapshots: Sequence[Snapshot]) -> str:
         ],
         indent=2,
     )
+
+
+def from_json(text: str) -> list[Snapshot]:
+    """The snapshots ``to_json`` wrote (read back by the operator's command); ValueError
+    (an AnnotationError) names what is wrong, since the text crossed a network."""
+    records = json.loads(text)
+    if not isinstance(records, list):
+        raise ValueError("the catalog is not a JSON list")
+    snapshots = []
+    for record in records:
+        if not isinstance(record, dict) or record.get("tier", "snapshot") != "snapshot":
+            continue
+        annotations = record.get("annotations")
+        if not isinstance(annotations, dict):
+            raise ValueError(f"snapshot {record.get('id')!r} has no annotations")
+        state = record.get("state", "completed")
+        if state not in ("pending", "completed", "error"):
+            raise ValueError(f"snapshot {record.get('id')!r} has state {state!r}")
+        size = record.get("size_bytes")
+        snapshots.append(
+            Snapshot(
+                id=str(record.get("id", "")),
+                annotations=Annotations.from_tags(
+                    {TAG_PREFIX + str(k): str(v) for k, v in annotations.items()}
+                ),
+                state=state,
+                size_bytes=size if isinstance(size, int) else None,
+                backup_id=str(record.get("backup_id") or ""),
+                backup_region=str(record.get("backup_region") or ""),
+            )
+        )
+    return snapshots

@@ -58,6 +58,8 @@ def test_every_field_becomes_a_prefixed_tag() -> None:
             "set_state",
             "set_reason",
             "schema",
+            "hold_until",
+            "hold_by",
         )
     }
 
@@ -112,3 +114,32 @@ def test_set_fields_go_together() -> None:
         .set_state
         == "incomplete"
     )
+
+
+def test_a_hold_round_trips_and_expires() -> None:
+    until = datetime(2026, 11, 29, 9, 0, tzinfo=UTC)
+    held = sample().with_hold(until, "restore-20261129T083000Z-a1b2c3")
+    back = Annotations.from_tags(held.to_tags())
+    assert back.hold_by == "restore-20261129T083000Z-a1b2c3"
+    assert back.held(datetime(2026, 11, 29, 8, 59, tzinfo=UTC))
+    assert not back.held(until)
+    released = back.with_hold(None)
+    assert (released.hold_until, released.hold_by) == ("", "")
+    assert not released.held(datetime(2000, 1, 1, tzinfo=UTC))
+
+
+@pytest.mark.parametrize(
+    ("until", "by", "message"),
+    [
+        ("tomorrow", "restore-1", "hold_until"),
+        ("2026-11-29T09:00:00Z", "", "hold_by"),
+        ("", "restore-1", "hold_by"),
+        ("2026-11-29T09:00:00Z", "../etc", "hold_by"),
+    ],
+)
+def test_a_hold_that_names_no_time_or_no_holder_is_refused(
+    until: str, by: str, message: str
+) -> None:
+    tags = sample().to_tags() | {TAG_PREFIX + "hold_until": until, TAG_PREFIX + "hold_by": by}
+    with pytest.raises(AnnotationError, match=message):
+        Annotations.from_tags(tags)

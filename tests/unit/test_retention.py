@@ -3,6 +3,7 @@ history."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC
 from datetime import datetime
 from datetime import timedelta
@@ -221,3 +222,19 @@ def test_policy_table_covers_set_triggers() -> None:
     table = policies_for([("hourly", hourly)], {"manual": manual})
     assert table["schedule:hourly"] is hourly and table["set:hourly"] is hourly
     assert table["set:manual"] is manual
+
+
+def test_a_plan_hold_keeps_a_snapshot_until_it_expires() -> None:
+    history = [snap(i, hours_ago=i) for i in range(5)]
+    held = replace(
+        history[4],
+        annotations=history[4].annotations.with_hold(NOW + timedelta(minutes=5), "restore-x"),
+    )
+    history[4] = held
+    policies = {"schedule:hourly": Retention(keep_last=1)}
+    plan = plan_retention(history, policies, NOW)
+    assert sorted(s.id for s in plan.delete) == ["snap-0001", "snap-0002", "snap-0003"]
+    assert "held by restore-x until" in plan.explain("snap-0004")
+    # Once the hold has expired, the rules decide again.
+    later = plan_retention(history, policies, NOW + timedelta(minutes=6))
+    assert "snap-0004" in {s.id for s in later.delete}

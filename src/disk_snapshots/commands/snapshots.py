@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+from datetime import UTC
+from datetime import datetime
 
 from disk_snapshots.config import EXIT_INVALID_CONFIG
 from disk_snapshots.config import ConfigError
 from disk_snapshots.providers.base import LeavesDebris
 from disk_snapshots.retention import guard_keeps
+from disk_snapshots.retention import holds
 from disk_snapshots.snapshot.snapshotter import SNAPSHOT_ERRORS
 from disk_snapshots.snapshot.snapshotter import Snapshotter
 from disk_snapshots.table import render_table
@@ -36,7 +39,7 @@ def run_snapshots(args: argparse.Namespace) -> int:
             snapshotter.prune()
             for warning in taken.warnings:
                 print(f"warning: {warning}", file=sys.stderr)
-            print(render_table([taken.snapshot]))
+            print(to_json([taken.snapshot]) if args.json else render_table([taken.snapshot]))
         elif args.action == "delete":
             return _delete(snapshotter, args.snapshot_id, force=args.force)
         elif args.action == "cleanup":
@@ -49,10 +52,13 @@ def run_snapshots(args: argparse.Namespace) -> int:
 
 def _delete(snapshotter: Snapshotter, snapshot_id: str, *, force: bool) -> int:
     snapshot = snapshotter.provider.get(snapshot_id)
-    guard = guard_keeps(snapshotter.catalog()).get(snapshot.id)
+    catalog = snapshotter.catalog()
+    guard = guard_keeps(catalog).get(snapshot.id) or holds(catalog, datetime.now(UTC)).get(
+        snapshot.id
+    )
     if guard and not force:
         print(
-            f"snapshots delete: {snapshot_id} is the {guard}; retention keeps it on purpose. "
+            f"snapshots delete: {snapshot_id} ({guard}): retention keeps it on purpose. "
             "Pass --force to delete it anyway.",
             file=sys.stderr,
         )

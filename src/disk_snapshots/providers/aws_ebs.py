@@ -45,6 +45,7 @@ from disk_snapshots.catalog import Snapshot
 from disk_snapshots.catalog import State
 from disk_snapshots.catalog import select
 from disk_snapshots.config import AwsSettings
+from disk_snapshots.providers.base import NewDisk
 from disk_snapshots.providers.base import ProviderError
 from disk_snapshots.providers.base import UnknownSnapshot
 from disk_snapshots.providers.ebs_volumes import IMDS
@@ -474,6 +475,14 @@ class AwsEbsProvider:
 
     def cleanup_leftovers(self, min_age: timedelta = timedelta(minutes=30)) -> builtins.list[str]:
         return self.volumes.cleanup_leftovers(min_age)
+
+    def create_disk(self, snapshot_id: str, like: Disk, labels: Mapping[str, str]) -> NewDisk:
+        """A volume from the snapshot for ``bosh attach-disk`` (ebs_volumes.py); a pending
+        snapshot is waited for first, as for materialize."""
+        raw, tags = self._ours(snapshot_id)
+        if self._record(raw, tags).state == "pending":
+            self._wait_snapshot(snapshot_id, self.volume_timeout)
+        return self.volumes.create_disk(snapshot_id, self._volume_id(like), labels)
 
 
 def _rank(copy: BackupCopy) -> tuple[bool, datetime]:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 from typing import runtime_checkable
@@ -57,4 +59,26 @@ class LeavesDebris(Protocol):
 
     def cleanup_leftovers(self) -> list[str]:
         """Remove what earlier runs on this VM left behind; the ids of what was removed."""
+        ...
+
+
+@dataclass(frozen=True)
+class NewDisk:
+    """A persistent disk made from a snapshot, for the Director to attach by its CID."""
+
+    cid: str  # what `bosh attach-disk` takes: a loopback disk-<uuid>, an EBS volume id
+    size_mib: int
+    zone: str  # where the IaaS made it (the instance's zone; "" for loopback)
+    snapshot_id: str
+
+
+@runtime_checkable
+class CreatesDisks(Protocol):
+    """A provider that can make a new disk from a snapshot: the replace restore, where the
+    Director swaps the instance's disk (``bosh attach-disk``) instead of copying onto it."""
+
+    def create_disk(self, snapshot_id: str, like: Disk, labels: Mapping[str, str]) -> NewDisk:
+        """A new disk holding the snapshot, in this instance's zone and of the kind of its
+        current disk ``like``, labelled with ``labels`` (the snapshot's annotations and why
+        it was made); returns once the disk can be attached."""
         ...

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 from typing import Any
 
 from disk_snapshots.annotations import TAG_PREFIX
+from disk_snapshots.providers.base import NewDisk
 from disk_snapshots.providers.base import ProviderError
 from disk_snapshots.providers.ec2 import INSTANCE_ID
 from disk_snapshots.providers.ec2 import SNAPSHOT_ID
@@ -48,6 +49,8 @@ MATERIALIZED_BY_TAG = TAG_PREFIX + "materialized_by"
 IMDS = "http://169.254.169.254"
 # Device names AttachVolume accepts for data volumes; Nitro ignores the name, Xen maps
 # sdX to xvdX, and both refuse one already in use on the instance.
+# Volume types whose IOPS are provisioned (gp2's are implied by its size).
+IOPS_TYPES = ("gp3", "io1", "io2")
 DEVICE_NAMES = tuple(f"/dev/sd{letter}" for letter in "fghijklmnop")
 
 
@@ -164,6 +167,38 @@ class EbsVolumes:
                 VolumeType="gp3",
                 TagSpecifications=[{"ResourceType": "volume", "Tags": tag_list(tags)}],
             )["VolumeId"]
+
+    def create_disk(self, snapshot_id: str, like_volume: str, labels: Mapping[str, str]) -> NewDisk:
+        """CreateVolume from the (completed) snapshot in this instance's zone, of the type,
+        IOPS, throughput and encryption key of ``like_volume`` (the disk it replaces), with
+        ``labels`` as tags; waited until available. A volume that never becomes available
+        is deleted again, so a failed create leaves nothing behind."""
+        zone, _ = self._instance(self.instance_id())
+        like = self._volume(like_volume)
+        options: dict[str, Any] = {"VolumeType": like.get("VolumeType") or "gp3"}
+        for key in ("Iops", "Throughput", "KmsKeyId"):
+            if like.get(key) and (key != "Iops" or options["VolumeType"] in IOPS_TYPES):
+                options[key] = like[key]
+        if options.get("KmsKeyId"):
+            options["Encrypted"] = True
+        tags = {**labels, "Name": f"disk-snapshots {snapshot_id}", SOURCE_SNAPSHOT_TAG: snapshot_id}
+        with self.ec2.calling(f"CreateVolume from {snapshot_id} in {zone}"):
+            created = self.ec2.client().create_volume(
+                SnapshotId=snapshot_id,
+                AvailabilityZone=zone,
+                TagSpecifications=[{"ResourceType": "volume", "Tags": tag_list(tags)}],
+                **options,
+            )
+        volume_id = created["VolumeId"]
+        try:
+            self._wait_volume(volume_id, lambda v: v.get("State") == "available", "available")
+        except ProviderError:
+            with suppress(ProviderError), self.ec2.calling(f"DeleteVolume of {volume_id}"):
+                self.ec2.client().delete_volume(VolumeId=volume_id)
+            raise
+        return NewDisk(
+            cid=volume_id, size_mib=int(created["Size"]) * 1024, zone=zone, snapshot_id=snapshot_id
+        )
 
     @contextmanager
     def mounted(self, snapshot_id: str, az: str) -> Iterator[Path]:

@@ -21,7 +21,9 @@ import secrets
 import shutil
 import subprocess
 import tempfile
+import uuid
 from collections.abc import Iterator
+from collections.abc import Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -30,6 +32,7 @@ from disk_snapshots.annotations import Annotations
 from disk_snapshots.catalog import Query
 from disk_snapshots.catalog import Snapshot
 from disk_snapshots.catalog import select
+from disk_snapshots.providers.base import NewDisk
 from disk_snapshots.providers.base import ProviderError
 from disk_snapshots.providers.base import UnknownSnapshot
 from disk_snapshots.vm import fsops
@@ -215,6 +218,30 @@ class LoopbackProvider:
             if device:
                 subprocess.run(["losetup", "-d", device], capture_output=True, check=False)
             shutil.rmtree(work, ignore_errors=True)
+
+    def create_disk(self, snapshot_id: str, like: Disk, labels: Mapping[str, str]) -> NewDisk:
+        """A clone of the snapshot's image as a new disk of the pool: ``<pool>/<cid>.img``
+        beside ``<cid>.json``, the layout in which the local Director keeps the disks it
+        attaches by CID (src/localbosh/disks.py), so ``attach-disk`` finds it."""
+        source = self._json(snapshot_id).with_suffix(".img")
+        if not source.is_file():
+            raise ProviderError(f"snapshot {snapshot_id} has metadata but no image ({source})")
+        cid = f"disk-{uuid.uuid4()}"
+        image = self.pool / f"{cid}.img"
+        partial = self.pool / f".{cid}.img.partial"
+        try:
+            clone(source, partial)
+            size_mib = partial.stat().st_size // 2**20
+            _write_atomically(
+                image.with_suffix(".json"),
+                json.dumps({"cid": cid, "size_mib": size_mib, "labels": dict(labels)}, indent=2),
+            )
+            partial.replace(image)
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            image.with_suffix(".json").unlink(missing_ok=True)
+            raise
+        return NewDisk(cid=cid, size_mib=size_mib, zone="", snapshot_id=snapshot_id)
 
 
 def _run(argv: list[str]) -> str:

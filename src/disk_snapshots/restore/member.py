@@ -138,6 +138,72 @@ class RestoreMember:
             self._copies[restore_id] = operation.id
             return operation.to_json()
 
+    def copy_now(self, restore_id: str) -> dict[str, object]:
+        """The copy the journal of ``restore_id`` names, here and now, not as an operation:
+        ``bin/snapshots restore-copy`` runs it while the instance is ``bosh stop``ped, with
+        the daemon stopped too. Same checks, same journal, same copy as ``copy``."""
+        with self._lock:
+            journal = self._journal_of(restore_id)
+            if journal.action != "copy":
+                raise Conflict(f"the journal of {restore_id} says {journal.action}, not copy")
+            running = self.operations.get(self._copies.get(restore_id, ""))
+            if running is not None and running.state == "running":
+                raise Conflict(f"operation {running.id} is copying {restore_id} already")
+            self._check_snapshot(journal.snapshot_id)
+            self.jobs.require_stopped()
+            try:
+                return self._copy(journal, restore_id, journal.safety_snapshot_id)
+            except (RestoreCopyError, ProviderError, OSError) as err:
+                raise Failed(str(err)) from None
+
+    def safety_only(self, restore_id: str) -> dict[str, object]:
+        """The clean pre-restore snapshot of a disk that a replace restore swaps out: the
+        disk itself is not written (the Director orphans it), so no journal goes on it and
+        it starts as it was when attached back."""
+        with self._lock:
+            existing = Journal.read(self.store)
+            if existing is not None:
+                raise Conflict(
+                    f"restore {existing.restore_id} on this disk is unfinished (phase "
+                    f"{existing.phase}); finish it before replacing the disk"
+                )
+            self.jobs.require_stopped()
+            try:
+                safety = self.snapshotter.take_clean(PRE_RESTORE, note=f"before {restore_id}")
+            except SNAPSHOT_ERRORS as err:
+                raise Failed(f"pre-restore safety snapshot failed: {err}") from None
+            return {"safety_snapshot_id": safety.id, "taken": True, "journal": None}
+
+    def adopt(
+        self, restore_id: str, mine: PlanEntry, plan: list[PlanEntry], safety_snapshot_id: str
+    ) -> dict[str, object]:
+        """The disk now mounted was made from ``mine.snapshot_id`` and attached in place of
+        the old one (a replace restore): its journal says copied, so it may start and the
+        restore is finished like a copy one, and its imports are pending. A journal the
+        snapshot carried over from its own disk belongs to that disk's past: it goes."""
+        with self._lock:
+            self.jobs.require_stopped()
+            carried = Journal.read(self.store)
+            if carried is not None and carried.restore_id == restore_id:
+                return {"adopted": False, "journal": carried.to_json()}
+            journal = Journal(
+                restore_id,
+                mine.snapshot_id,
+                safety_snapshot_id,
+                "planned",
+                action=mine.action,
+                role=mine.role,
+                instance=mine.instance,
+                plan=plan,
+            )
+            journal.write(
+                self.store, "copied", f"replaced: this disk was made from {mine.snapshot_id}"
+            )
+            marker = pending_import_marker(self.store)
+            marker.write_text(json.dumps({"reason": f"{restore_id} replaced the disk"}) + "\n")
+            dropped = carried.restore_id if carried is not None else ""
+            return {"adopted": True, "dropped_journal": dropped, "journal": journal.to_json()}
+
     def _journal_of(self, restore_id: str) -> Journal:
         journal = Journal.read(self.store)
         if journal is None or journal.restore_id != restore_id:

@@ -99,3 +99,17 @@ def current_disk(root: Path = Path("/"), mount: Path = STORE) -> Disk:
             f"{target} is not a mount point: the persistent disk {cid} is not mounted"
         )
     return Disk(cid=cid, mount=target, hint=disk_hint(cid, root))
+
+
+def disk_size_bytes(mount: Path, sys_block: Path = Path("/sys/dev/block")) -> int | None:
+    """The size of the whole disk whose filesystem is mounted at ``mount`` (the disk, not
+    its partition: the agent puts one partition on a real disk, the snapshot and a disk
+    made from it are whole disks); None when the kernel does not say."""
+    device = mount.stat().st_dev
+    entry = sys_block / f"{os.major(device)}:{os.minor(device)}"
+    try:
+        if (entry / "partition").exists():
+            entry = entry.resolve().parent
+        return int((entry / "size").read_text().strip()) * 512
+    except (OSError, ValueError):
+        return None

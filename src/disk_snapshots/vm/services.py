@@ -246,3 +246,36 @@ def make_service(config: ServiceConfig, address: str = "127.0.0.1") -> Service:
     if config.profile == "none":
         return NoService()
     raise ServiceError(f"service.profile {config.profile!r} is not available in this version")
+
+
+# What a follower's INFO replication must say before a restore calls it in sync: the
+# link to its leader is up and no full sync is running (it has loaded the leader's data).
+REDIS_REPLICATION_FIELDS = (
+    "role",
+    "master_host",
+    "master_link_status",
+    "master_sync_in_progress",
+    "master_repl_offset",
+    "slave_repl_offset",
+    "connected_slaves",
+)
+
+
+def replication_state(service: Service) -> dict[str, object]:
+    """How this instance replicates, for the operator's wait after a restore: the
+    service's own fields, and ``in_sync`` (a follower's link is up and no sync runs;
+    None when the profile cannot tell). ServiceError when the service does not answer."""
+    if not isinstance(service, RedisService):
+        return {"in_sync": None}
+    try:
+        info = service.client.info("replication")
+    except RedisError as err:
+        raise ServiceError(f"redis INFO replication failed: {err}") from None
+    state: dict[str, object] = {k: info[k] for k in REDIS_REPLICATION_FIELDS if k in info}
+    if info.get("role") == "slave":
+        state["in_sync"] = (
+            info.get("master_link_status") == "up" and info.get("master_sync_in_progress") == "0"
+        )
+    else:
+        state["in_sync"] = None
+    return state
