@@ -481,6 +481,17 @@ class Agent:
     def ssh(self, command: str) -> int:
         return subprocess.run(self.ns.argv(["bash", "-c", command]), check=False).returncode
 
+    def ssh_results(self, command: str) -> tuple[int, str, str]:
+        """``bosh ssh --results``: the command's exit status and what it printed."""
+        proc = subprocess.run(
+            self.ns.argv(["bash", "-c", command]),
+            capture_output=True,
+            text=True,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
+        return proc.returncode, proc.stdout, proc.stderr
+
 
 def in_parallel(items: Sequence[T], fn: Callable[[T], None], limit: int | None = None) -> None:
     """`fn` on every item in threads, at most `limit` at once (all without one); the first

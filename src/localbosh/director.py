@@ -508,6 +508,7 @@ class Director:
                     "disk_cid": cid,
                     "deployment": dep.name,
                     "instance": inst.name,
+                    "az": inst.az or "",
                     "size": inst.disk_size,
                     "orphaned_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 }
@@ -663,6 +664,76 @@ class Director:
             self.layout.orphans.unlink(missing_ok=True)
         self.release_host_if_idle()
 
+    # -- disks ------------------------------------------------------------------------
+
+    def orphaned_disks(self) -> list[dict[str, Any]]:
+        """`bosh disks --orphaned` (orphan_disk_manager.rb list_orphan_disks)."""
+        with self._state_lock:
+            orphans = _read_json(self.layout.orphans, [])
+        return [o for o in orphans if isinstance(o, dict)]
+
+    def attach_disk(self, name: str, slug: str, cid: str, disk_properties: str = "") -> str:
+        """`bosh attach-disk GROUP/ID CID [--disk-properties copy]` (jobs/attach_disk.rb):
+        only a stopped or detached instance, found by its id (the Director looks the
+        instance up by uuid only); its disk is unmounted, detached and orphaned; the new
+        one is un-orphaned when it is a known orphan (keeping its size), else recorded at
+        1 MiB or, with ``copy``, at the old disk's size; a soft-stopped instance gets it
+        attached and mounted now, a detached one on its next start."""
+        group, _, instance_id = slug.partition("/")
+        with deployment_lock(self.layout, name, f"attach disk '{cid}'"), self._host():
+            dep = self.load(name)
+            inst = next((i for i in dep.instances if (i.group, i.id) == (group, instance_id)), None)
+            where = f"Instance '{slug}' in deployment '{name}'"
+            if inst is None:
+                raise DirectorError(f"{where} was not found")
+            if inst.state not in ("stopped", "detached"):
+                raise DirectorError(f"{where} must be in 'bosh stopped' state")
+            self._check_attachable(cid)
+            size = inst.disk_size if disk_properties == "copy" and inst.disk_cid else 1
+            orphan = self._unorphan(cid)
+            if orphan is not None:
+                size = int(orphan.get("size") or size)
+            has_vm = inst.vm and self.agent(dep, inst).ns.exists()
+            if inst.disk_cid:
+                old = inst.disk_cid
+                if inst.state == "stopped" and has_vm:
+                    self.log(f"Detaching disk {old} from {inst.name}")
+                    self._unmount(dep, inst)
+                inst.disk_cid = None
+                self._orphan(dep, inst, old)
+            inst.disk_cid, inst.disk_size = cid, size
+            self._save(dep)
+            if inst.state == "stopped" and has_vm:
+                group_spec = next(g for g in self._groups(dep) if g.name == inst.group)
+                self._settings(dep, inst, group_spec.env)
+                agent = self.agent(dep, inst)
+                self.log(f"Attaching disk {cid} to {inst.name}")
+                self._agent_call(inst, lambda: agent.mount_disk(cid, self.pool.image(cid)))
+        return f"attached disk '{cid}' to '{slug}' in deployment '{name}'"
+
+    def _check_attachable(self, cid: str) -> None:
+        """The CPI's part: the disk must exist, and not be some instance's disk already."""
+        if not self.pool.exists(cid):
+            raise DirectorError(
+                f"CPI error 'Bosh::Clouds::DiskNotFound' with message 'Disk '{cid}' not found'"
+            )
+        for other in self.layout.deployment_names():
+            state = DeploymentState.load(self.layout, other)
+            for i in state.instances if state else []:
+                if i.disk_cid == cid:
+                    raise DirectorError(
+                        f"Disk '{cid}' is attached to {i.name} in deployment '{other}'"
+                    )
+
+    def _unorphan(self, cid: str) -> dict[str, Any] | None:
+        with self._state_lock:
+            orphans = self.orphaned_disks()
+            found = next((o for o in orphans if o.get("disk_cid") == cid), None)
+            if found is not None:
+                rest = [o for o in orphans if o is not found]
+                self.layout.orphans.write_text(json.dumps(rest, indent=2))
+        return found
+
     # -- errands ----------------------------------------------------------------------
 
     def run_errand(
@@ -711,6 +782,9 @@ class Director:
 
     def instances(self, name: str) -> list[dict[str, Any]]:
         dep = self.load(name)
+        vm_types = {
+            g.get("name"): g.get("vm_type") for g in dep.manifest.get("instance_groups") or []
+        }
         rows = []
         for inst in sorted(dep.instances, key=lambda i: (i.group, i.index)):
             agent = self.agent(dep, inst)
@@ -725,19 +799,44 @@ class Director:
                     "bootstrap": inst.bootstrap,
                     "disk_cid": inst.disk_cid or "",
                     "processes": agent.processes() if inst.vm else [],
+                    "vm_cid": f"vm-{inst.id}" if inst.vm else "",
+                    "agent_id": inst.id,
+                    "vm_type": str(vm_types.get(inst.group) or ""),
                 }
             )
         return rows
 
-    def ssh(self, name: str, selector: str, command: str) -> int:
+    def _ssh_targets(
+        self, name: str, selector: str | None
+    ) -> tuple[DeploymentState, list[InstanceState]]:
         dep = self.load(name)
         insts = self._selected(dep, selector)
-        rc = 0
         for inst in insts:
             if not inst.vm:
                 raise DirectorError(f"Instance '{inst.name}' has no VM (hard-stopped?)")
+        return dep, insts
+
+    def ssh(self, name: str, selector: str | None, command: str) -> int:
+        dep, insts = self._ssh_targets(name, selector)
+        rc = 0
+        for inst in insts:
             rc = max(rc, self.agent(dep, inst).ssh(command))
         return rc
+
+    def ssh_results(
+        self, name: str, selector: str | None, command: str
+    ) -> list[tuple[str, int, str, str]]:
+        """`bosh ssh --results`: on every selected instance at once (the CLI's ComboRunner
+        starts one ssh per host), each its ``group/id``, exit status, stdout and stderr."""
+        dep, insts = self._ssh_targets(name, selector)
+        results: dict[str, tuple[str, int, str, str]] = {}
+
+        def one(inst: InstanceState) -> None:
+            code, out, err = self.agent(dep, inst).ssh_results(command)
+            results[inst.id] = (inst.name, code, out, err)
+
+        in_parallel(insts, one, plan.MAX_THREADS)
+        return [results[i.id] for i in insts]
 
 
 def _state(value: str) -> plan.State:

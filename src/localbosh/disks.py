@@ -144,6 +144,15 @@ class Pool:
         self.run(["tee", str(img.with_suffix(".json"))], what=f"recording disk {cid}", input=meta)
         return cid
 
+    def exists(self, cid: str) -> bool:
+        """Whether the pool holds the disk image of ``cid`` (one the loopback provider
+        made from a snapshot, say): what the CPI's attach_disk would find or not."""
+        try:
+            self.run(["test", "-f", str(self.image(cid))], what=f"looking for disk {cid}")
+        except (CommandError, ValueError):
+            return False
+        return True
+
     def delete(self, cid: str) -> None:
         img = self.image(cid)
         self.run(["rm", "-f", str(img), str(img.with_suffix(".json"))], what=f"deleting disk {cid}")

@@ -93,6 +93,9 @@ def add_steps(actions: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     safety.add_argument(
         "--replace", action="store_true", help="the disk will be replaced: no journal on it"
     )
+    safety.add_argument(
+        "--replaces", type=restore_id, help="an unfinished restore this one replaces"
+    )
     copy = actions.add_parser(
         "restore-copy", help=f"copy the journal's snapshot onto this disk now {FOR_THE_OPERATOR}"
     )
@@ -144,7 +147,7 @@ def _step(args: argparse.Namespace) -> dict[str, object]:
         leads, who = coordinator(here.snapshotter.config)
         return here.status() | {"coordinator": {"here": leads, "who": who}}
     if args.action == "restore-safety":
-        return here.safety(args.restore_id, args.plan, replace=args.replace)
+        return here.safety(args.restore_id, args.plan, args.replace, args.replaces or "")
     if args.action == "restore-copy":
         return here.copy(args.restore_id)
     if args.action == "restore-adopt":

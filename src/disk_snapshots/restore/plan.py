@@ -36,6 +36,10 @@ class PlanError(ValueError):
 @dataclass(frozen=True)
 class Policy:
     followers: Literal["resync", "restore"] = "resync"
+    # How the caller's operator names the two choices, for messages that say what to
+    # change: the errand's properties, or the operator's command's --snapshot/--followers.
+    snapshots_option: str = "restore.snapshots"
+    followers_option: str = "restore.followers"
 
 
 @dataclass(frozen=True)
@@ -101,12 +105,17 @@ class Plan:
     def entries(self) -> tuple[PlanEntry, ...]:
         return tuple(step.entry() for step in self.steps)
 
-    def describe(self) -> str:
+    def choices(self) -> list[str]:
+        """The plan without its order: the title, then each instance's choice and why."""
         lines = [f"Restore plan for deployment {self.deployment}: {self.target.describe()}"]
         for n, step in enumerate(self.steps, 1):
             source = step.source.id if step.source else "-"
             lines.append(f"  {n}. {step.member.label} ({step.role}): {step.action} {source}")
             lines.append(f"     {step.reason}")
+        return lines
+
+    def describe(self) -> str:
+        lines = self.choices()
         lines.append("Order: safety snapshot of every disk above; stop followers; stop the leader;")
         lines.append("       copy; start the leader and wait until it leads; start the followers.")
         return "\n".join(lines)
@@ -177,6 +186,7 @@ class _Choices:
     newest_first: tuple[Snapshot, ...]
     by_id: Mapping[str, Snapshot]
     explicit: Mapping[str, str]
+    option: str = "restore.snapshots"
 
     def named(self, member: Member) -> Snapshot | None:
         """The snapshot restore.snapshots names for ``member``, if any."""
@@ -185,19 +195,21 @@ class _Choices:
             return None
         snapshot = self.by_id.get(self.explicit[key])
         if snapshot is None:
-            raise PlanError(
-                f"restore.snapshots {key}: snapshot {self.explicit[key]} does not exist"
-            )
+            raise PlanError(f"{self.option} {key}: snapshot {self.explicit[key]} does not exist")
         if snapshot.annotations.deployment != self.deployment:
             raise PlanError(
-                f"restore.snapshots {key}: snapshot {snapshot.id} belongs to deployment "
+                f"{self.option} {key}: snapshot {snapshot.id} belongs to deployment "
                 f"{snapshot.annotations.deployment}, not {self.deployment}"
             )
         return snapshot
 
 
 def _choices(
-    catalog: Sequence[Snapshot], deployment: str, target: Target, explicit: Mapping[str, str]
+    catalog: Sequence[Snapshot],
+    deployment: str,
+    target: Target,
+    explicit: Mapping[str, str],
+    option: str,
 ) -> _Choices:
     eligible = [s for s in catalog if _ineligible(s, deployment) is None]
     if target.kind == "set":
@@ -213,13 +225,13 @@ def _choices(
         eligible = [s for s in eligible if s.created_at <= moment]
     newest_first = sorted(eligible, key=lambda s: (s.created_at, s.id), reverse=True)
     by_id = {s.id: s for s in catalog}
-    return _Choices(deployment, target, tuple(newest_first), by_id, explicit)
+    return _Choices(deployment, target, tuple(newest_first), by_id, explicit, option)
 
 
 def _leader_step(leader: Member, choices: _Choices) -> Step:
     chosen = choices.named(leader)
     if chosen is not None:
-        reason = f"named in restore.snapshots: {_label(chosen)}"
+        reason = f"named in {choices.option}: {_label(chosen)}"
         if chosen.annotations.role not in LEADER_ROLES:
             reason += "; note: it was not taken as leader"
         return Step(leader, "leader", "copy", chosen, reason)
@@ -228,7 +240,7 @@ def _leader_step(leader: Member, choices: _Choices) -> Step:
         raise PlanError(
             f"no eligible snapshot taken as leader for {choices.target.describe()} in "
             f"{choices.deployment} (crash-consistent snapshots, incomplete sets and other "
-            "deployments are never chosen); name one in restore.snapshots"
+            f"deployments are never chosen); name one in {choices.option}"
         )
     taker = chosen.annotations.instance
     reason = f"newest snapshot taken as leader: {_label(chosen)}"
@@ -240,15 +252,16 @@ def _leader_step(leader: Member, choices: _Choices) -> Step:
 def _follower_step(member: Member, leader: Member, choices: _Choices, policy: Policy) -> Step:
     own = choices.named(member)
     if own is not None:
-        return Step(member, "follower", "copy", own, f"named in restore.snapshots: {_label(own)}")
+        return Step(member, "follower", "copy", own, f"named in {choices.option}: {_label(own)}")
     if policy.followers == "resync":
-        why = f"restore.followers is resync: replicates from {leader.label}"
+        why = f"{policy.followers_option} is resync: replicates from {leader.label}"
         return Step(member, "follower", "resync", None, why)
     mine = next((s for s in choices.newest_first if s.annotations.instance_id == member.id), None)
     if mine is None:
         raise PlanError(
-            f"restore.followers is restore, but {member.label} has no eligible snapshot "
-            f"for {choices.target.describe()}; use resync or name one in restore.snapshots"
+            f"{policy.followers_option} is restore, but {member.label} has no eligible "
+            f"snapshot for {choices.target.describe()}; use resync or name one in "
+            f"{choices.option}"
         )
     return Step(
         member, "follower", "copy", mine, f"its own snapshot from the same time: {_label(mine)}"
@@ -272,9 +285,9 @@ def plan_restore(
     for key in explicit:
         if not any(m.matches(key) for m in members):
             raise PlanError(
-                f"restore.snapshots names {key}, which is not an instance of {deployment}"
+                f"{policy.snapshots_option} names {key}, which is not an instance of {deployment}"
             )
-    choices = _choices(catalog, deployment, target, explicit)
+    choices = _choices(catalog, deployment, target, explicit, policy.snapshots_option)
     leader_step = _leader_step(leader, choices)
     followers = tuple(
         _follower_step(m, leader, choices, policy) for m in members if m.id != leader.id

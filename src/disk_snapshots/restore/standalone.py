@@ -121,13 +121,13 @@ class Standalone:
         return service
 
     def safety(
-        self, restore_id: str, plan: Sequence[PlanEntry], replace: bool
+        self, restore_id: str, plan: Sequence[PlanEntry], replace: bool, replaces: str = ""
     ) -> dict[str, object]:
         """The clean safety snapshot (the service stopped); with a journal unless the disk
         is to be replaced, which leaves it as it is."""
         if replace:
             return self.member.safety_only(restore_id)
-        return self.member.safety(restore_id, self._mine(plan), list(plan))
+        return self.member.safety(restore_id, self._mine(plan), list(plan), replaces=replaces)
 
     def copy(self, restore_id: str) -> dict[str, object]:
         return self.member.copy_now(restore_id)
