@@ -63,6 +63,25 @@ class LocalBosh:
         return data
 
 
+def variable(lb: LocalBosh, deployment: str, name: str) -> str:
+    """A generated variable of the deployment, from its vars store."""
+    store = yaml.safe_load((Layout(lb.home).deployment(deployment) / "vars-store.yml").read_text())
+    return str(store[name])
+
+
+def redis(lb: LocalBosh, host: str, *cmd: str, deployment: str = "redis") -> str:
+    """redis-cli against one instance of a redis-ha deployment, with its password."""
+    secret = variable(lb, deployment, "redis_password")
+    proc = subprocess.run(
+        ["redis-cli", "-h", host, "-a", secret, "--no-auth-warning", *cmd],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    )
+    return proc.stdout.strip()
+
+
 def leftovers(home: Path) -> list[str]:
     """Everything on this machine that still belongs to the state dir `home`."""
     found = []

@@ -7,17 +7,15 @@ once they are.
 
 from __future__ import annotations
 
-import subprocess
 import time
 from typing import Any
 
+import lbtest
 import pytest
 import yaml
 from lbtest import REPO
 from lbtest import LocalBosh
 from lbtest import needs_root
-
-from localbosh.state import Layout
 
 pytestmark = [pytest.mark.root, pytest.mark.slow, needs_root]
 
@@ -29,20 +27,8 @@ def deploy(lb: LocalBosh, *extra: str) -> None:
     lb.run("-d", "redis", "deploy", str(MANIFEST), "-o", str(WITHOUT_SNAPSHOTTER), *extra)
 
 
-def password(lb: LocalBosh) -> str:
-    store = yaml.safe_load((Layout(lb.home).deployment("redis") / "vars-store.yml").read_text())
-    return str(store["redis_password"])
-
-
 def redis(lb: LocalBosh, host: str, *cmd: str) -> str:
-    proc = subprocess.run(
-        ["redis-cli", "-h", host, "-a", password(lb), "--no-auth-warning", *cmd],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=30,
-    )
-    return proc.stdout.strip()
+    return lbtest.redis(lb, host, *cmd)
 
 
 def instances(lb: LocalBosh) -> dict[str, Any]:

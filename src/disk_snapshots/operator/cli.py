@@ -107,6 +107,10 @@ def _restore_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser
         default="resync",
         help="resync from the leader (default) or get their own snapshots",
     )
+    _restore_flags(r)
+
+
+def _restore_flags(r: argparse.ArgumentParser) -> None:
     r.add_argument(
         "--dry-run", action="store_true", help="print the plan and hold its snapshots; stop nothing"
     )

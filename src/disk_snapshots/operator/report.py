@@ -42,8 +42,18 @@ def _bosh(deployment: str, *args: str) -> str:
 
 
 def way_back(deployment: str, parts: Sequence[Part]) -> list[str]:
-    """Commands that put every disk back as it was before the restore."""
+    """Commands that put the disks back as they were before the restore."""
     lines = []
+    if parts and all(p.safety for p in parts):
+        named = [a for p in parts for a in ("--snapshot", f"{p.slug}={p.safety}")]
+        restore = ["disk-snapshots", "-d", deployment, "restore", "--followers", "restore"]
+        lines.append(
+            "every disk gets its clean pre-restore safety snapshot: "
+            + shlex.join([*restore, *named])
+        )
+    elif any(p.safety for p in parts):
+        kept = ", ".join(f"{p.label}: {p.safety}" for p in parts if p.safety)
+        lines.append(f"the clean pre-restore safety snapshots: {kept}")
     for part in parts:
         if part.method == "replace" and part.old_disk and part.new_disk:
             stop, start = (
@@ -51,14 +61,10 @@ def way_back(deployment: str, parts: Sequence[Part]) -> list[str]:
                 _bosh(deployment, "start", part.slug),
             )
             attach = _bosh(deployment, "attach-disk", part.slug, part.old_disk)
-            lines.append(f"{part.label}: {stop} && {attach} && {start}")
-    safeties = [p for p in parts if p.safety and not (p.method == "replace" and p.new_disk)]
-    if safeties:
-        named = [a for p in safeties for a in ("--snapshot", f"{p.slug}={p.safety}")]
-        restore = ["disk-snapshots", "-d", deployment, "restore", "--followers", "restore"]
-        command = shlex.join([*restore, "--method", "copy", *named])
-        who = ", ".join(p.label for p in safeties)
-        lines.append(f"{who}: {command}")
+            lines.append(
+                f"{part.label}: its old disk, attached again (the Director un-orphans it): "
+                f"{stop} && {attach} && {start}"
+            )
     return lines
 
 
@@ -113,8 +119,8 @@ def failure(
         starts = [f"bosh -d {deployment} start {p.slug}" for p in parts if p.done]
         back = f"; to go back: {' && '.join(starts)}" if starts else ""
         lines.append(f"No disk was written. To finish: run the same command again{back}.")
-    back = way_back(deployment, parts)
-    if back:
+    ways = way_back(deployment, parts)
+    if ways:
         lines.append("To go back instead:")
-        lines += [f"  {line}" for line in back]
+        lines += [f"  {line}" for line in ways]
     return "\n".join(lines)
