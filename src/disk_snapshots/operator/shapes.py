@@ -50,8 +50,11 @@ class Envelope:
         return found
 
     def message(self) -> str:
-        """The lines that explain a failure, without the CLI's closing "Exit code N"."""
-        said = [line for line in self.lines if not line.startswith("Exit code")]
+        """What explains a failure: the task's errors (the CLI's task reporter prints a
+        task's error events as blocks, ``ui/task/reporter.go``), then the lines, without
+        the CLI's closing "Exit code N"."""
+        said = [b for b in self.blocks if "Error" in b]
+        said += [line for line in self.lines if not line.startswith("Exit code")]
         return " ".join(" ".join(line.split()) for line in said) or "(the CLI said nothing)"
 
 
