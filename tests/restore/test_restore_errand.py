@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from datetime import UTC
 from datetime import datetime
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -90,6 +91,8 @@ def test_failover_then_restore_copies_the_promoted_members_snapshot_to_the_leade
         assert Journal.read(node.vm.store) is None
         last = Journal.read_last(node.vm.store)
         assert last is not None and last.phase == "done"
+    # The plan held its snapshot while the restore ran; done, nothing is held.
+    assert not [s.id for s in leader.catalog() if s.annotations.hold_by]
 
 
 def test_restore_to_a_set_gives_every_member_its_own_set_snapshot(cluster: list[Node]) -> None:
@@ -140,7 +143,7 @@ def _untouched(cluster: list[Node]) -> tuple[list[str], list[str], list[str]]:
 def test_dry_run_touches_nothing(cluster: list[Node]) -> None:
     leader = cluster[0]
     write(leader, "a", 10)
-    leader.take()
+    chosen = leader.take()
     before = _untouched(cluster)
     leader.restore_config(dry_run=True)
     code, out = run_errand(leader)
@@ -149,6 +152,11 @@ def test_dry_run_touches_nothing(cluster: list[Node]) -> None:
     assert "dry run: nothing was stopped, snapshotted or written" in out
     assert _untouched(cluster) == before
     assert before[2] == ["running"] * 3
+    # The plan's snapshot is held against retention for the real run, an hour.
+    held = next(s for s in leader.catalog() if s.id == chosen.id).annotations
+    assert held.hold_by.startswith("restore-") and held.hold_by in out
+    assert held.held(datetime.now(UTC) + timedelta(minutes=59))
+    assert not held.held(datetime.now(UTC) + timedelta(minutes=61))
 
 
 def test_a_snapshot_that_does_not_exist_fails_before_anything_is_stopped(

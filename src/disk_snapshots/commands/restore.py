@@ -7,6 +7,7 @@ Exit 0 only when the restore is done, or when a dry run printed the plan.
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import sys
 import time
@@ -14,6 +15,9 @@ from collections.abc import Iterator
 from collections.abc import Mapping
 from collections.abc import Sequence
 from contextlib import contextmanager
+from datetime import UTC
+from datetime import datetime
+from datetime import timedelta
 from types import FrameType
 from typing import TextIO
 
@@ -30,6 +34,7 @@ from disk_snapshots.members import coordinator
 from disk_snapshots.members import link_members
 from disk_snapshots.members import linked
 from disk_snapshots.members import myself
+from disk_snapshots.restore import hold
 from disk_snapshots.restore.coordinator import EXIT_FAILED
 from disk_snapshots.restore.coordinator import Runner
 from disk_snapshots.restore.journal import new_restore_id
@@ -46,6 +51,9 @@ from disk_snapshots.snapshot.snapshotter import SNAPSHOT_ERRORS
 from disk_snapshots.snapshot.snapshotter import VM_PATHS
 from disk_snapshots.snapshot.snapshotter import Paths
 from disk_snapshots.snapshot.snapshotter import Snapshotter
+
+# How long a dry run's plan stays held, so that the real run finds the same snapshots.
+DRY_RUN_HOLD = 3600
 
 
 @contextmanager
@@ -135,10 +143,35 @@ def _restore(runner: Runner, config: SnapshotterConfig, paths: Paths) -> int:
         runner.plan = _resume(runner, resume)
     else:
         runner.plan = _plan_anew(runner, config, statuses, paths)
+    if resume is None:
+        _hold(runner, paths)
     if runner.restore.dry_run:
         runner.say("restore: dry run: nothing was stopped, snapshotted or written")
         return 0
-    return runner.execute(resume)
+    code = runner.execute(resume)
+    with contextlib.suppress(*SNAPSHOT_ERRORS):  # a hold left behind expires on its own
+        here = Snapshotter.load(paths)
+        hold.release(here.provider, here.catalog(), runner.restore_id)
+    return code
+
+
+def _hold(runner: Runner, paths: Paths) -> None:
+    """Keep the plan's snapshots from retention on every instance (restore/hold.py): for
+    DRY_RUN_HOLD after a dry run, until the real run; else until this restore ends (or
+    its timeout, with room, should the errand die)."""
+    seconds = DRY_RUN_HOLD if runner.restore.dry_run else 3 * runner.restore.timeout
+    chosen = [e.snapshot_id for e in runner.plan if e.snapshot_id]
+    until = datetime.now(UTC) + timedelta(seconds=seconds)
+    try:
+        held = hold.hold(Snapshotter.load(paths).provider, chosen, runner.restore_id, until)
+    except SNAPSHOT_ERRORS as err:
+        raise RestoreFailed(
+            f"the plan's snapshots cannot be held: {err}; nothing was stopped"
+        ) from None
+    runner.say(
+        f"restore: {runner.restore_id} holds {', '.join(held) or 'them'} against retention "
+        f"until {until:%Y-%m-%d %H:%M:%S} UTC"
+    )
 
 
 def run(paths: Paths = VM_PATHS, out: TextIO = sys.stdout) -> int:
