@@ -263,22 +263,22 @@ def catalog(instance_id: str) -> list[dict[str, Any]]:
     ]
 
 
-def restore_against(
-    tmp_path: Path, cli_env: dict[str, str], answers: dict[str, tuple[int, str, str]]
-) -> tuple[FakeDirector, RestoreRun, Path]:
+def failed_restore(
+    tmp_path: Path,
+    cli_env: dict[str, str],
+    answers: dict[str, tuple[int, str, str]],
+    expected: type[Exception],
+) -> tuple[FakeDirector, str, list[str]]:
+    """A replace restore of one instance through the real CLI that must fail: the stand-in
+    Director, the message, and the bin/snapshots steps the instance was asked for."""
     log = tmp_path / "ssh.log"
     env = {**cli_env, **fake_ssh.install(tmp_path / "ssh", answers, log)}
     fake = FakeDirector(vms=[vm("redis", LEADER, 0)])
-    return (
-        fake,
-        RestoreRun(
-            bosh_for(fake, env),
-            Options(method="replace", yes=True, timeout=5),
-            Progress(),
-            lambda q: True,
-        ),
-        log,
-    )
+    options = Options(method="replace", yes=True, timeout=5)
+    with running(fake), pytest.raises(expected) as failed:
+        RestoreRun(bosh_for(fake, env), options, Progress(), lambda q: True).run()
+    steps = [json.loads(line)[-1].split()[3] for line in log.read_text().splitlines()]
+    return fake, str(failed.value), steps
 
 
 def test_replace_with_a_provider_that_cannot_make_disks_is_refused_before_any_stop(
@@ -288,16 +288,10 @@ def test_replace_with_a_provider_that_cannot_make_disks_is_refused_before_any_st
         "status": (0, json.dumps(status(LEADER, creates_disks=False)), ""),
         "list": (0, json.dumps(catalog(LEADER)), ""),
     }
-    fake, run, log = restore_against(tmp_path, cli_env, answers)
-    with running(fake):
-        run.bosh = bosh_for(fake, dict(run.bosh.environ or {}))
-        with pytest.raises(Refused) as refused:
-            run.run()
-    message = str(refused.value)
+    fake, message, steps = failed_restore(tmp_path, cli_env, answers, Refused)
     assert "provider (aws-ebs) cannot make a disk from a snapshot" in message
     assert "use --method copy" in message and "nothing was stopped or written" in message
     assert not [r for r in fake.requests if r[0] == "PUT"]
-    steps = [json.loads(line)[-1].split()[3] for line in log.read_text().splitlines()]
     assert steps == ["status", "list"]
 
 
@@ -311,20 +305,16 @@ def test_an_instance_started_again_before_attach_disk_stops_the_restore_saying_s
         "restore-safety": (0, json.dumps({"safety_snapshot_id": "snap-0fff0fff0fff0fff0"}), ""),
         "create-disk": (0, json.dumps({"disk_cid": "vol-0123456789abcdef0", "size_mib": 1024}), ""),
     }
-    fake, run, _ = restore_against(tmp_path, cli_env, answers)
-    with running(fake):
-        run.bosh = bosh_for(fake, dict(run.bosh.environ or {}))
-        # The stand-in Director keeps listing the instance started after the stop: as if
-        # someone had started it again between the stop and attach-disk.
-        with pytest.raises(PartlyDone) as stopped:
-            run.run()
-    message = str(stopped.value)
+    # The stand-in Director keeps listing the instance started after the stop: as if
+    # someone had started it again between the stop and attach-disk.
+    fake, message, steps = failed_restore(tmp_path, cli_env, answers, PartlyDone)
     assert "redis/0 is started, not stopped, so the Director would refuse attach-disk" in message
     assert "this command stopped it" in message
     assert "the new disk vol-0123456789abcdef0 is left unattached" in message
     puts = [r[1] for r in fake.requests if r[0] == "PUT"]
     assert puts == [f"/deployments/redis/jobs/redis/{LEADER}?state=stopped"]
     assert "snap-0fff0fff0fff0fff0" in message  # the safety snapshot, named
+    assert steps == ["status", "list", "hold", "restore-safety", "create-disk"]
 
 
 def test_the_cli_is_found_where_the_operator_said(tmp_path: Path) -> None:

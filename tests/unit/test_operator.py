@@ -16,6 +16,8 @@ from disk_snapshots.operator import decide
 from disk_snapshots.operator import report
 from disk_snapshots.operator import shapes
 from disk_snapshots.operator.bosh import find_bosh
+from disk_snapshots.operator.cli import build_parser
+from disk_snapshots.operator.cli import main
 from disk_snapshots.operator.errors import Refused
 from disk_snapshots.restore.plan import PlanEntry
 
@@ -176,3 +178,34 @@ def test_a_missing_bosh_cli_is_refused_naming_what_to_install_or_set(tmp_path: P
     bosh.chmod(0o755)
     assert find_bosh({"PATH": str(tmp_path)}) == [str(bosh)]
     assert find_bosh({"DISK_SNAPSHOTS_BOSH": f"{bosh} --tty"}) == [str(bosh), "--tty"]
+
+
+@pytest.mark.parametrize(
+    ("given", "kind"),
+    [
+        ("latest", "latest"),
+        ("2026-11-29T08:00:00Z", "time"),
+        ("time:2026-11-29T08:00:00+01:00", "time"),
+        ("set:set-20261129T080000Z-abc", "set"),
+    ],
+)
+def test_to_takes_latest_a_bare_time_or_a_set(given: str, kind: str) -> None:
+    assert build_parser().parse_args(["restore", "--to", given]).to.kind == kind
+
+
+def test_a_bad_argument_is_a_usage_error_naming_it(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        build_parser().parse_args(["restore", "--to", "yesterday"])
+    assert exited.value.code == 2
+    assert "--to 'time:yesterday': time needs an ISO 8601 timestamp" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["restore", "--snapshot", "snap-0123"])
+    assert "expected GROUP/ID=SNAPSHOT_ID" in capsys.readouterr().err
+
+
+def test_no_deployment_is_a_usage_error(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("BOSH_DEPLOYMENT", raising=False)
+    assert main(["snapshots"]) == 2
+    assert "which deployment? give -d NAME or set BOSH_DEPLOYMENT" in capsys.readouterr().err

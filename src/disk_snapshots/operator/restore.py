@@ -107,12 +107,20 @@ class RestoreRun:
             )
             return 0
         question = f"Restore {self.deployment} as planned above (its services stop)?"
-        if not self.options.yes and not self.confirm(question):
+        try:
+            confirmed = self.options.yes or self.confirm(question)
+        except Refused:
+            self.release()
+            raise
+        if not confirmed:
+            self.release()
             raise Refused(f"not confirmed; {NOTHING_DONE}")
         try:
             self.execute()
         except (OperatorError, RestoreFailed) as err:
             raise self.failed(str(err)) from None
+        except KeyboardInterrupt:
+            raise self.failed("interrupted (Ctrl-C)") from None
         for line in report.summary(
             self.deployment, self.restore_id, self.parts, self.progress.elapsed()
         ):
