@@ -147,7 +147,13 @@ def test_the_seed_restored_by_copy_and_the_refusals_before_it(
     localbosh: LocalBosh, tmp_path: Path
 ) -> None:
     localbosh.run("-d", "redis", "deploy", str(MANIFEST), timeout=3600)
+    # A consistent set, run on its coordinator (it freezes every member under one lease).
+    taken = operator(localbosh, "take-snapshot", "--set", "--note", "a set").stdout
+    assert "complete (coordinated by redis-leader/" in taken and taken.count("snap-") == 3
     scenario = seed_scenario(localbosh)
+    # With the leader dead, a set cannot be complete, and says why.
+    dead = operator(localbosh, "take-snapshot", "--set", check=False)
+    assert dead.returncode == 1 and "is incomplete: redis-leader/0: quiesce failed" in dead.stderr
     refusals(localbosh)
     started = time.monotonic()
     out = operator(localbosh, "restore", "--method", "copy", "--yes").stdout
