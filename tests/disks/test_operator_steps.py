@@ -58,7 +58,7 @@ def test_status_copy_and_finish_as_the_operator_runs_them(
     standalone, monit = here
     store = standalone.snapshotter.disk.mount
     (store / "data").write_text("before")
-    chosen = standalone.snapshotter.take_clean("manual")
+    chosen = standalone.snapshotter.take_clean("manual").snapshot
     (store / "data").write_text("after the loss")
     status = standalone.status()
     assert status["disk"]["size_bytes"] == 512 * 2**20  # type: ignore[index]
@@ -85,7 +85,7 @@ def test_a_new_disk_is_the_snapshot_in_the_pool_and_adopting_it_journals_it(
     standalone, monit = here
     store = standalone.snapshotter.disk.mount
     (store / "data").write_text("snapshotted")
-    chosen = standalone.snapshotter.take_clean("manual")
+    chosen = standalone.snapshotter.take_clean("manual").snapshot
     made = standalone.create_disk(chosen.id, RESTORE)
     image = Path(str(standalone.snapshotter.disk.image)).parent / f"{made['disk_cid']}.img"
     meta = json.loads(image.with_suffix(".json").read_text())
@@ -123,7 +123,7 @@ def test_a_new_disk_is_the_snapshot_in_the_pool_and_adopting_it_journals_it(
 def test_another_deployments_snapshot_makes_no_disk(here: tuple[Standalone, FakeMonit]) -> None:
     standalone, _ = here
     snapshotter = standalone.snapshotter
-    taken = snapshotter.take_clean("manual")
+    taken = snapshotter.take_clean("manual").snapshot
     foreign = snapshotter.provider.update(
         taken.id,
         taken.annotations.__class__(**{**taken.annotations.__dict__, "deployment": "other"}),
@@ -137,7 +137,7 @@ def test_a_hold_keeps_the_snapshot_from_retention_until_released(
 ) -> None:
     standalone, _ = here
     snapshotter = standalone.snapshotter
-    chosen = snapshotter.take_clean("manual")
+    chosen = snapshotter.take_clean("manual").snapshot
     until = datetime.now(UTC) + timedelta(hours=1)
     assert standalone.hold([chosen.id], RESTORE, until)["held"] == [chosen.id]
     catalog = snapshotter.catalog()

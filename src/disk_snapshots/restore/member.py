@@ -169,7 +169,9 @@ class RestoreMember:
                 )
             self.jobs.require_stopped()
             try:
-                safety = self.snapshotter.take_clean(PRE_RESTORE, note=f"before {restore_id}")
+                safety = self.snapshotter.take_clean(
+                    PRE_RESTORE, note=f"before {restore_id}"
+                ).snapshot
             except SNAPSHOT_ERRORS as err:
                 raise Failed(f"pre-restore safety snapshot failed: {err}") from None
             return {"safety_snapshot_id": safety.id, "taken": True, "journal": None}

@@ -28,7 +28,6 @@ from disk_snapshots.snapshot.quiesce import Freezer
 from disk_snapshots.snapshot.quiesce import QuiesceError
 from disk_snapshots.snapshot.quiesce import Taken
 from disk_snapshots.snapshot.quiesce import snapshot_quiesced
-from disk_snapshots.vm import fsops
 from disk_snapshots.vm.deadline import DeadlineExceeded
 from disk_snapshots.vm.instance import Disk
 from disk_snapshots.vm.instance import InstanceError
