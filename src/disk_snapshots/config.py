@@ -31,7 +31,7 @@ from disk_snapshots.validate import ValidationError
 # Every entry point exits with this code when its configuration is invalid; drain's
 # contract (print nothing, exit non-zero) fixes it at 1 for all.
 EXIT_INVALID_CONFIG = 1
-PROVIDERS = ("loopback", "aws-ebs")
+PROVIDERS = ("loopback", "aws-ebs", "openstack-cinder")
 PROFILES = ("redis", "postgres", "command", "none")
 FLUSH_FAILURE = ("abort", "crash-consistent")
 DRAIN_FAILURE = ("fail", "warn")
@@ -70,11 +70,15 @@ class AwsSettings:
     instance_id: str
 
 
+ProviderType = Literal["loopback", "aws-ebs", "openstack-cinder"]
+
+
 @dataclass(frozen=True)
 class ProviderConfig:
-    type: Literal["loopback", "aws-ebs"]
+    type: ProviderType
     loopback_pool: str
     aws: AwsSettings
+    openstack: OpenstackSettings
 
 
 @dataclass(frozen=True)
@@ -354,10 +358,91 @@ def _provider(provider: Reader) -> ProviderConfig:
                 "must differ from provider.aws.region: a copy in the same region is no backup"
             )
     return ProviderConfig(
-        type=cast(Literal["loopback", "aws-ebs"], kind),
+        type=cast(ProviderType, kind),
         loopback_pool=provider.get("loopback").get("pool").string(),
         aws=settings,
+        openstack=_openstack(provider.get("openstack"), required=kind == "openstack-cinder"),
     )
+
+
+# -- provider.openstack.* (the openstack-cinder provider) ---------------------------------
+OPENSTACK_INTERFACES = ("public", "internal", "admin")
+
+
+@dataclass(frozen=True)
+class OpenstackSettings:
+    """Keystone v3 credentials and where the block-storage API is; secrets never logged."""
+
+    auth_url: str
+    username: str
+    api_key: str
+    domain: str
+    project: str
+    project_domain: str
+    application_credential_id: str
+    application_credential_secret: str
+    region: str
+    interface: str
+    endpoint: str
+    ca_cert: str
+    insecure: bool
+    group_type: str
+
+    def __repr__(self) -> str:
+        # Dataclass reprs end up in tracebacks and logs; the secrets must not.
+        return (
+            f"OpenstackSettings(auth_url={self.auth_url!r}, username={self.username!r}, "
+            f"project={self.project!r}, application_credential_id="
+            f"{self.application_credential_id!r}, region={self.region!r})"
+        )
+
+
+def _openstack(openstack: Reader, *, required: bool) -> OpenstackSettings:
+    url = r"https?://\S+"
+    settings = OpenstackSettings(
+        auth_url=openstack.get("auth_url").string(pattern=url),
+        username=openstack.get("username").string(),
+        api_key=openstack.get("api_key").string(),
+        domain=openstack.get("domain").string(fallback="Default") or "Default",
+        project=openstack.get("project").string(),
+        project_domain=openstack.get("project_domain").string(),
+        application_credential_id=openstack.get("application_credential_id").string(),
+        application_credential_secret=openstack.get("application_credential_secret").string(),
+        region=openstack.get("region").string(),
+        interface=openstack.get("interface").string(
+            choices=OPENSTACK_INTERFACES, fallback="public"
+        ),
+        endpoint=openstack.get("endpoint").string(pattern=url),
+        ca_cert=_pem(openstack.get("ca_cert"), "CERTIFICATE"),
+        insecure=openstack.get("insecure").boolean(),
+        group_type=openstack.get("group_type").string(),
+    )
+    if not required:
+        return settings
+    password = [settings.username, settings.api_key, settings.project]
+    app_credential = [settings.application_credential_id, settings.application_credential_secret]
+    if not settings.auth_url:
+        if not settings.endpoint:
+            openstack.get("auth_url").fail(
+                "required when provider.type is openstack-cinder (the Keystone v3 URL); "
+                "only a Cinder without Keystone (noauth) is reached by endpoint alone"
+            )
+        elif any(password + app_credential):
+            openstack.get("auth_url").fail("required with credentials (the Keystone v3 URL)")
+    elif any(app_credential):
+        if not all(app_credential):
+            openstack.fail("set both application_credential_id and application_credential_secret")
+        if any(password):
+            openstack.fail(
+                "set username/api_key/project or application_credential_id/"
+                "application_credential_secret, not both"
+            )
+    elif not all(password):
+        openstack.fail(
+            "set username, api_key and project (Keystone v3 password), or "
+            "application_credential_id and application_credential_secret"
+        )
+    return settings
 
 
 def _service(service: Reader) -> ServiceConfig:

@@ -1,0 +1,47 @@
+"""Wait until a Cinder started by scripts/cinder-local serves requests.
+
+Ready: the API answers, and cinder-scheduler, cinder-volume and cinder-backup report
+themselves up and enabled. Fails at once when one of the daemons has exited.
+Usage: wait_ready.py ENDPOINT PROJECT PID_DIR TIMEOUT_SECONDS
+"""
+
+import json
+import os
+import sys
+import time
+import urllib.request
+
+NEEDED = {"cinder-scheduler", "cinder-volume", "cinder-backup"}
+
+
+def main():
+    endpoint, project, pid_dir, timeout = sys.argv[1:5]
+    headers = {"X-Auth-Token": "admin:" + project, "Accept": "application/json"}
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    deadline = time.monotonic() + float(timeout)
+    last = "no answer yet"
+    while True:
+        try:
+            request = urllib.request.Request(endpoint + "/os-services", headers=headers)
+            with opener.open(request, timeout=5) as response:
+                services = json.load(response)["services"]
+            up = {s["binary"] for s in services if s["state"] == "up" and s["status"] == "enabled"}
+            if NEEDED <= up:
+                return
+            last = "up: " + (", ".join(sorted(up)) or "none")
+        except OSError as err:
+            last = str(err)
+        for name in ("api", "scheduler", "volume", "backup"):
+            with open(os.path.join(pid_dir, f"cinder-{name}.pid")) as f:
+                pid = int(f.read())
+            try:
+                os.kill(pid, 0)
+            except OSError:
+                sys.exit(f"cinder-{name} exited during start-up; see its log")
+        if time.monotonic() > deadline:
+            sys.exit(f"Cinder was not ready after {timeout}s ({last})")
+        time.sleep(1)
+
+
+if __name__ == "__main__":
+    main()
