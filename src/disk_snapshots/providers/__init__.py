@@ -18,4 +18,8 @@ def make_provider(config: ProviderConfig, disk: Disk | None) -> Provider:
         from disk_snapshots.providers.aws_ebs import AwsEbsProvider
 
         return AwsEbsProvider.from_config(config.aws)
+    if config.type == "openstack-cinder":
+        from disk_snapshots.providers.openstack_cinder import OpenstackCinderProvider
+
+        return OpenstackCinderProvider.from_config(config.openstack)
     raise ProviderError(f"provider.type {config.type!r} is not available in this version")
