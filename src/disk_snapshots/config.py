@@ -13,6 +13,7 @@ import re
 from collections.abc import Callable
 from collections.abc import Mapping
 from dataclasses import dataclass
+from dataclasses import field
 from datetime import timedelta
 from pathlib import Path
 from typing import Literal
@@ -78,7 +79,7 @@ class ProviderConfig:
     type: ProviderType
     loopback_pool: str
     aws: AwsSettings
-    openstack: OpenstackSettings
+    openstack: OpenstackSettings = field(default_factory=lambda: OpenstackSettings.unset())
 
 
 @dataclass(frozen=True)
@@ -387,6 +388,11 @@ class OpenstackSettings:
     ca_cert: str
     insecure: bool
     group_type: str
+
+    @classmethod
+    def unset(cls) -> OpenstackSettings:
+        """No OpenStack at all (another provider is configured)."""
+        return cls("", "", "", "Default", "", "", "", "", "", "public", "", "", False, "")
 
     def __repr__(self) -> str:
         # Dataclass reprs end up in tracebacks and logs; the secrets must not.

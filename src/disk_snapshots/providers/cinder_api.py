@@ -15,6 +15,7 @@ import logging
 import random
 import tempfile
 import time
+import warnings
 from collections.abc import Callable
 from collections.abc import Iterator
 from collections.abc import Mapping
@@ -24,6 +25,7 @@ from typing import Any
 from typing import Literal
 
 from keystoneauth1 import exceptions as ks_exceptions
+from keystoneauth1.adapter import Adapter
 
 from disk_snapshots.config import OpenstackSettings
 from disk_snapshots.providers.base import ProviderError
@@ -107,7 +109,22 @@ def connect(settings: OpenstackSettings, timeout: float, ca_file: Path | None) -
                 "project_domain_name": settings.project_domain or settings.domain,
             },
         }
-    return connection.Connection(**options).block_storage
+    with warnings.catch_warnings():
+        # openstacksdk warns that its InfluxDB metrics are deprecated whenever it builds a
+        # connection, metrics configured or not; we configure none.
+        warnings.filterwarnings("ignore", message="Support for InfluxDB")
+        conn = connection.Connection(**options)
+    # openstacksdk's session (auth plugin, TLS, timeout) under keystoneauth's own Adapter:
+    # openstacksdk's Proxy adds metrics bookkeeping that warns on every request in 4.x.
+    return Adapter(
+        session=conn.session,
+        service_type="block-storage",
+        interface=settings.interface,
+        region_name=settings.region or None,
+        endpoint_override=settings.endpoint or None,
+        min_version="3",
+        max_version="3.latest",
+    )
 
 
 class CinderApi:

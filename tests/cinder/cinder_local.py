@@ -1,0 +1,243 @@
+"""The real Cinder of scripts/cinder-local, for the openstack-cinder tests.
+
+``scripts/test`` starts one for its cinder tier and names its env file in
+``CINDER_LOCAL_ENV``; a test session without it starts its own (root, packages
+installed) on free ports in a private directory and stops it at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Callable
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from disk_snapshots.config import OpenstackSettings
+from disk_snapshots.providers.openstack_cinder import OpenstackCinderProvider
+
+REPO = Path(__file__).resolve().parents[2]
+SCRIPT = REPO / "scripts" / "cinder-local"
+MICROVERSION = "volume 3.47"
+
+# make_provider(**OpenstackSettings fields and provider options) -> closed at teardown
+MakeProvider = Callable[..., OpenstackCinderProvider]
+
+
+@dataclass(frozen=True)
+class CinderLocal:
+    endpoint: str  # http://127.0.0.1:PORT/v3/<project>
+    project: str
+    volume_dir: Path  # where the NFS driver keeps volume files
+    version: str
+
+
+def read_env(path: Path) -> CinderLocal:
+    values = dict(line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
+    return CinderLocal(
+        endpoint=values["CINDER_ENDPOINT"],
+        project=values["CINDER_PROJECT"],
+        volume_dir=Path(values["CINDER_VOLUME_DIR"]),
+        version=values.get("CINDER_VERSION", "unknown"),
+    )
+
+
+def free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def unavailable_reason() -> str:
+    """Why this session cannot start a Cinder of its own ("" when it can)."""
+    if os.geteuid() != 0:
+        return "scripts/cinder-local needs root (bind mount, daemons)"
+    probe = subprocess.run(
+        ["dpkg-query", "-W", "-f=${Status}", "cinder-volume"], capture_output=True, text=True
+    )
+    if "install ok installed" not in probe.stdout:
+        return "Cinder's packages are not installed: run scripts/cinder-local install"
+    return ""
+
+
+@contextmanager
+def started(base: Path) -> Iterator[CinderLocal]:
+    """A Cinder of this test session's own, on free ports; stopped and wiped on exit."""
+    api, rabbit, dist, epmd = free_ports(4)
+    name = base.name
+    env = {
+        **os.environ,
+        "CINDER_LOCAL_DIR": str(base),
+        # cinder-rootwrap lets privsep-helper read a config under /etc only.
+        "CINDER_LOCAL_ETC": f"/etc/cinder-local-{name}",
+        "CINDER_LOCAL_API_PORT": str(api),
+        "CINDER_LOCAL_RABBIT_PORT": str(rabbit),
+        "CINDER_LOCAL_RABBIT_DIST_PORT": str(dist),
+        "CINDER_LOCAL_EPMD_PORT": str(epmd),
+    }
+    try:
+        proc = subprocess.run([str(SCRIPT), "start"], env=env, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"scripts/cinder-local start failed:\n{proc.stderr[-3000:]}")
+        yield read_env(Path(proc.stdout.strip().splitlines()[-1]))
+    finally:
+        subprocess.run([str(SCRIPT), "stop"], env=env, capture_output=True, text=True)
+
+
+class Admin:
+    """The test's own hands on Cinder (arranging and checking), beside the provider."""
+
+    def __init__(self, cinder: CinderLocal) -> None:
+        self.cinder = cinder
+        self.session = requests.Session()
+        # noauth: every request acts as admin of the project.
+        self.session.headers.update(
+            {
+                "X-Auth-Token": f"admin:{cinder.project}",
+                "OpenStack-API-Version": MICROVERSION,
+                "Accept": "application/json",
+            }
+        )
+        self.session.trust_env = False
+
+    def close(self) -> None:
+        self.session.close()
+
+    def call(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = self.session.request(method, self.cinder.endpoint + path, timeout=60, **kwargs)
+        if response.status_code >= 400:
+            raise AssertionError(f"{method} {path}: {response.status_code} {response.text}")
+        return response.json() if response.content else {}
+
+    def wait(
+        self, kind: str, resource_id: str, want: str = "available", timeout: float = 120
+    ) -> Any:
+        deadline = time.monotonic() + timeout
+        while True:
+            resource = self.call("GET", f"/{kind}s/{resource_id}")[kind]
+            if resource["status"] == want:
+                return resource
+            if "error" in resource["status"] or time.monotonic() > deadline:
+                raise AssertionError(f"{kind} {resource_id}: {resource['status']}")
+            time.sleep(0.2)
+
+    def create_volume(self, deployment: str = "redis", size: int = 1, **extra: Any) -> str:
+        metadata = {"deployment": deployment} if deployment else {}
+        body = {"volume": {"size": size, "name": "test", "metadata": metadata, **extra}}
+        volume = self.call("POST", "/volumes", json=body)["volume"]
+        self.wait("volume", volume["id"])
+        return str(volume["id"])
+
+    def create_volumes(self, count: int, deployment: str = "redis", **extra: Any) -> list[str]:
+        ids = []
+        for _ in range(count):
+            body = {"volume": {"size": 1, "metadata": {"deployment": deployment}, **extra}}
+            ids.append(str(self.call("POST", "/volumes", json=body)["volume"]["id"]))
+        for volume_id in ids:
+            self.wait("volume", volume_id)
+        return ids
+
+    def volume(self, volume_id: str) -> dict[str, Any]:
+        return dict(self.call("GET", f"/volumes/{volume_id}")["volume"])
+
+    def snapshot(self, snapshot_id: str) -> dict[str, Any]:
+        return dict(self.call("GET", f"/snapshots/{snapshot_id}")["snapshot"])
+
+    def gone(self, kind: str, resource_id: str, timeout: float = 60) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            response = self.session.get(f"{self.cinder.endpoint}/{kind}s/{resource_id}", timeout=30)
+            if response.status_code == 404:
+                return True
+            time.sleep(0.2)
+        return False
+
+
+class VolumeFiles:
+    """A volume's bytes as a guest sees them, through the NFS driver's files.
+
+    A volume is a raw file until its first snapshot; each snapshot then starts a qcow2
+    overlay, and the volume's ``.info`` file names the active one. Reading and writing
+    go through qemu-io / qemu-img, which follow the overlay chain.
+    """
+
+    def __init__(self, cinder: CinderLocal, scratch: Path) -> None:
+        self.dir = cinder.volume_dir
+        self.scratch = scratch
+
+    def active(self, volume_id: str) -> Path:
+        info = self.dir / f"volume-{volume_id}.info"
+        if info.exists():
+            return self.dir / json.loads(info.read_text())["active"]
+        return self.dir / f"volume-{volume_id}"
+
+    def _format(self, path: Path) -> str:
+        out = subprocess.run(
+            ["qemu-img", "info", "--output=json", "-U", str(path)],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        return str(json.loads(out)["format"])
+
+    def write(self, volume_id: str, data: bytes, offset: int) -> None:
+        source = self.scratch / "write.bin"
+        source.write_bytes(data)
+        path = self.active(volume_id)
+        command = f"write -s {source} {offset} {len(data)}"
+        subprocess.run(
+            ["qemu-io", "-f", self._format(path), "-c", command, str(path)],
+            capture_output=True,
+            check=True,
+        )
+
+    def read(self, volume_id: str, offset: int, length: int) -> bytes:
+        raw = self.scratch / f"read-{volume_id}.raw"
+        subprocess.run(
+            ["qemu-img", "convert", "-U", "-O", "raw", str(self.active(volume_id)), str(raw)],
+            check=True,
+        )
+        try:
+            with raw.open("rb") as f:
+                f.seek(offset)
+                return f.read(length)
+        finally:
+            raw.unlink()
+
+
+def have_qemu() -> bool:
+    return shutil.which("qemu-io") is not None and shutil.which("qemu-img") is not None
+
+
+def noauth_settings(endpoint: str, **overrides: Any) -> OpenstackSettings:
+    values: dict[str, Any] = {
+        "auth_url": "",
+        "username": "",
+        "api_key": "",
+        "domain": "Default",
+        "project": "",
+        "project_domain": "",
+        "application_credential_id": "",
+        "application_credential_secret": "",
+        "region": "",
+        "interface": "public",
+        "endpoint": endpoint,
+        "ca_cert": "",
+        "insecure": False,
+        "group_type": "",
+    }
+    return OpenstackSettings(**(values | overrides))

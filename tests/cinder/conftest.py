@@ -1,0 +1,83 @@
+"""The openstack-cinder provider against a real Cinder: one per session, from
+scripts/cinder-local (CINDER_LOCAL_ENV when scripts/test started it)."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cinder_local import Admin
+from cinder_local import CinderLocal
+from cinder_local import MakeProvider
+from cinder_local import VolumeFiles
+from cinder_local import noauth_settings
+from cinder_local import read_env
+from cinder_local import started
+from cinder_local import unavailable_reason
+
+from disk_snapshots.config import OpenstackSettings
+from disk_snapshots.providers.openstack_cinder import OpenstackCinderProvider
+
+
+@pytest.fixture(scope="session")
+def cinder_local() -> Iterator[CinderLocal]:
+    given = os.environ.get("CINDER_LOCAL_ENV")
+    if given:
+        yield read_env(Path(given))
+        return
+    reason = unavailable_reason()
+    if reason:
+        pytest.skip(f"no real Cinder: {reason}")
+    with started(Path(f"/var/lib/cinder-local-pytest-{os.getpid()}")) as cinder:
+        yield cinder
+
+
+@pytest.fixture(scope="session")
+def admin(cinder_local: CinderLocal) -> Iterator[Admin]:
+    client = Admin(cinder_local)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def deployment() -> str:
+    """A deployment name of this test's own: one Cinder serves every test."""
+    return f"dep-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def volume_files(cinder_local: CinderLocal, tmp_path: Path) -> VolumeFiles:
+    return VolumeFiles(cinder_local, tmp_path)
+
+
+@pytest.fixture
+def make_provider(cinder_local: CinderLocal) -> Iterator[MakeProvider]:
+    made: list[OpenstackCinderProvider] = []
+    names = OpenstackSettings.__dataclass_fields__
+
+    def make(**overrides: Any) -> OpenstackCinderProvider:
+        settings = {k: overrides.pop(k) for k in list(overrides) if k in names}
+        settings.setdefault("endpoint", cinder_local.endpoint)
+        options: dict[str, Any] = {
+            "poll_interval": 0.1,
+            "retry_delays": (0.05, 0.1, 0.2),
+            "snapshot_timeout": 120.0,
+            "backup_timeout": 300.0,
+            "volume_timeout": 300.0,
+        }
+        provider = OpenstackCinderProvider(noauth_settings(**settings), **(options | overrides))
+        made.append(provider)
+        return provider
+
+    yield make
+    for provider in made:
+        provider.close()
+
+
+@pytest.fixture
+def provider(make_provider: MakeProvider) -> OpenstackCinderProvider:
+    return make_provider()
