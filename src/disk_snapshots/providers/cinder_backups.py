@@ -33,6 +33,7 @@ from disk_snapshots.providers.cinder_metadata import carried_metadata
 from disk_snapshots.providers.cinder_metadata import check_uuid
 from disk_snapshots.providers.cinder_metadata import display_name
 from disk_snapshots.providers.cinder_metadata import gib_to_bytes
+from disk_snapshots.providers.cinder_metadata import is_going
 from disk_snapshots.providers.cinder_metadata import is_ours
 from disk_snapshots.providers.cinder_metadata import metadata_dict
 from disk_snapshots.providers.cinder_metadata import state_of
@@ -133,7 +134,7 @@ def list_backups(
     found: list[Backup] = []
     for page in api.pages("/backups/detail", "backups", params, "listing backups"):
         for raw in page:
-            if not is_ours(metadata_dict(raw)):
+            if not is_ours(metadata_dict(raw)) or is_going(raw):
                 continue
             try:
                 backup = backup_record(raw)

@@ -121,6 +121,11 @@ def is_released(metadata: Mapping[str, str]) -> bool:
     return metadata.get(RELEASED_KEY) == "true"
 
 
+def is_going(raw: Mapping[str, object]) -> bool:
+    """Being deleted: already out of the catalog, though Cinder still shows it."""
+    return raw.get("status") == "deleting"
+
+
 def state_of(status: object) -> State:
     return CINDER_STATES.get(str(status), "error")
 

@@ -52,6 +52,7 @@ from disk_snapshots.providers.cinder_metadata import check_uuid
 from disk_snapshots.providers.cinder_metadata import cinder_volume_id
 from disk_snapshots.providers.cinder_metadata import display_name
 from disk_snapshots.providers.cinder_metadata import gib_to_bytes
+from disk_snapshots.providers.cinder_metadata import is_going
 from disk_snapshots.providers.cinder_metadata import is_ours
 from disk_snapshots.providers.cinder_metadata import is_released
 from disk_snapshots.providers.cinder_metadata import metadata_dict
@@ -248,7 +249,7 @@ class OpenstackCinderProvider:
         for page in self.api.pages("/snapshots/detail", "snapshots", params, "listing snapshots"):
             for raw in page:
                 metadata = metadata_dict(raw)
-                if not is_ours(metadata) or is_released(metadata):
+                if not is_ours(metadata) or is_released(metadata) or is_going(raw):
                     continue
                 try:
                     found.append(self._record(raw))
