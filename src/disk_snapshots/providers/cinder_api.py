@@ -261,6 +261,10 @@ class CinderApi:
             except ks_exceptions.ConnectTimeout as err:
                 problem = f"no answer within {self.timeout:g}s ({self._scrub(str(err))})"
                 retryable = retry_ambiguous
+            except ks_exceptions.DiscoveryFailure as err:
+                # keystoneauth reads the version document before the request: nothing sent.
+                problem = f"cannot connect to Cinder's endpoint ({self._scrub(str(err))})"
+                retryable = True
             except ks_exceptions.ClientException as err:
                 raise self._auth_error(action, err) from None
             else:
@@ -317,7 +321,11 @@ class CinderApi:
         try:
             # keystoneauth's version discovery; it authenticates first when it must.
             data = adapter.get_endpoint_data()
-        except (ks_exceptions.ConnectFailure, ks_exceptions.ConnectTimeout):
+        except (
+            ks_exceptions.ConnectFailure,
+            ks_exceptions.ConnectTimeout,
+            ks_exceptions.DiscoveryFailure,
+        ):
             # An unreachable endpoint is for the call itself to report, after its retries.
             return
         except ks_exceptions.ClientException as err:
