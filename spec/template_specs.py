@@ -278,6 +278,13 @@ OPERATOR_VARS = {
     "deployment_name": "spec-deployment",
     "aws_region": "eu-west-1",
     "aws_backup_region": "eu-central-1",
+    # manifests/operations/openstack-cinder.yml (bosh-deployment's openstack/cpi.yml names)
+    "auth_url": "https://keystone.example.com:5000/v3",
+    "region": "RegionOne",
+    "openstack_domain": "Default",
+    "openstack_project": "redis",
+    "openstack_username": "bosh",
+    "openstack_password": "not-a-real-password",
     "disk_snapshots_release_dir": "/tmp/disk-snapshots",
     "restore_target": "time:2026-11-29T08:00:00Z",
     # manifests/local/operations/aws-ebs.yml: the moto server a test starts

@@ -33,6 +33,14 @@ OPS_FILES = sorted((REPO / "manifests" / "operations").glob("*.yml"))
 REQUIRED_VARS: dict[str, Any] = {"deployment_name": "redis"}
 OPS_VARS: dict[str, dict[str, Any]] = {
     "aws-ebs.yml": {"aws_region": "eu-west-1", "aws_backup_region": "eu-central-1"},
+    "openstack-cinder.yml": {
+        "auth_url": "https://keystone.example.com:5000/v3",
+        "region": "RegionOne",
+        "openstack_domain": "Default",
+        "openstack_project": "redis",
+        "openstack_username": "bosh",
+        "openstack_password": "not-a-real-password",
+    },
     "dev-release.yml": {"disk_snapshots_release_dir": "/home/operator/disk-snapshots"},
     "restore-to.yml": {"restore_target": "time:2026-11-29T08:00:00Z"},
 }
@@ -83,6 +91,7 @@ def test_there_is_something_to_check() -> None:
     assert {o.name for o in OPS_FILES} >= {
         "agent-api-tls.yml",
         "aws-ebs.yml",
+        "openstack-cinder.yml",
         "scheduled-set.yml",
         "post-stop-snapshot.yml",
         "dev-release.yml",
@@ -180,6 +189,26 @@ def test_aws_ebs(tmp_path: Path) -> None:
         assert props(doc, name)["provider"] == {
             "type": "aws-ebs",
             "aws": {"region": "eu-west-1", "backup_region": "eu-central-1"},
+        }
+
+
+def test_openstack_cinder(tmp_path: Path) -> None:
+    doc = render(
+        REPO / "manifests/disk-snapshots.yml",
+        REPO / "manifests/operations/openstack-cinder.yml",
+        tmp_path / "creds.yml",
+    )
+    for name in GROUPS:
+        assert props(doc, name)["provider"] == {
+            "type": "openstack-cinder",
+            "openstack": {
+                "auth_url": "https://keystone.example.com:5000/v3",
+                "region": "RegionOne",
+                "domain": "Default",
+                "project": "redis",
+                "username": "bosh",
+                "api_key": "not-a-real-password",
+            },
         }
 
 

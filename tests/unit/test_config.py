@@ -55,7 +55,8 @@ BAD_SNAPSHOTTER = [
     (
         ("provider", "type"),
         "gce",
-        "snapshotter.provider.type: 'gce' is not allowed; allowed: loopback, aws-ebs",
+        "snapshotter.provider.type: 'gce' is not allowed; "
+        "allowed: loopback, aws-ebs, openstack-cinder",
     ),
     (("service", "profile"), "mysql", "snapshotter.service.profile: 'mysql' is not allowed"),
     (
