@@ -1,11 +1,12 @@
-"""Cinder's block-storage API v3 through openstacksdk's session: retries, waits, pages.
+"""Cinder's block-storage API v3 through a keystoneauth session: retries, waits, pages.
 
 Authentication (Keystone v3 password or application credential), the service catalog
-(region, interface), TLS and version discovery are openstacksdk's and keystoneauth's; this
-module adds what the provider needs around each call: the pinned microversion, one clear
-error per failure (naming the property to check, never a secret), retries that never
-repeat a request whose effect is unknown unless repeating is harmless, polling with a
-deadline, and ``marker``/``limit`` paging.
+(region, interface, the block-storage type's aliases), TLS and version discovery are
+keystoneauth's (the auth layer of the OpenStack SDKs). This module adds what the provider
+needs around each call: the pinned microversion, one clear error per failure (naming the
+property to check, never a secret), retries that never repeat a request whose effect is
+unknown unless repeating is harmless, polling with a deadline, and ``marker``/``limit``
+paging.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import logging
 import random
 import tempfile
 import time
-import warnings
 from collections.abc import Callable
 from collections.abc import Iterator
 from collections.abc import Mapping
@@ -26,6 +26,10 @@ from typing import Literal
 
 from keystoneauth1 import exceptions as ks_exceptions
 from keystoneauth1.adapter import Adapter
+from keystoneauth1.identity import v3
+from keystoneauth1.noauth import NoAuth
+from keystoneauth1.plugin import BaseAuthPlugin
+from keystoneauth1.session import Session
 
 from disk_snapshots.config import OpenstackSettings
 from disk_snapshots.providers.base import ProviderError
@@ -43,7 +47,6 @@ SERVER = frozenset({500}) | GATEWAY
 
 Method = Literal["GET", "POST", "PUT", "DELETE"]
 Kind = Literal["snapshot", "backup", "volume", "group", "group_snapshot"]
-SessionFactory = Callable[[OpenstackSettings, float, Path | None], Any]
 
 
 class CinderNotFound(ProviderError):
@@ -66,58 +69,34 @@ def version_tuple(version: str) -> tuple[int, ...]:
         return (0,)
 
 
-def connect(settings: OpenstackSettings, timeout: float, ca_file: Path | None) -> Any:
-    """openstacksdk's block-storage adapter for these settings (no clouds.yaml, no OS_*)."""
-    from openstack import connection
-
+def connect(settings: OpenstackSettings, timeout: float, ca_file: Path | None) -> Adapter:
+    """keystoneauth's block-storage adapter for these settings: auth plugin, TLS, catalog."""
+    auth: BaseAuthPlugin
+    if not settings.auth_url:
+        # A Cinder without Keystone (noauth): the endpoint alone.
+        auth = NoAuth(endpoint=settings.endpoint)
+    elif settings.application_credential_id:
+        auth = v3.ApplicationCredential(
+            auth_url=settings.auth_url,
+            application_credential_id=settings.application_credential_id,
+            application_credential_secret=settings.application_credential_secret,
+        )
+    else:
+        auth = v3.Password(
+            auth_url=settings.auth_url,
+            username=settings.username,
+            password=settings.api_key,
+            user_domain_name=settings.domain,
+            project_name=settings.project,
+            project_domain_name=settings.project_domain or settings.domain,
+        )
     verify: bool | str = str(ca_file) if ca_file else True
     if settings.insecure:
         verify = False
-    # No cloud name: openstacksdk then reads neither clouds.yaml nor OS_* variables.
-    options: dict[str, Any] = {
-        "app_name": "disk-snapshots",
-        "verify": verify,
-        "api_timeout": timeout,
-        "block_storage_api_version": "3",
-        "interface": settings.interface,
-    }
-    if settings.region:
-        options["region_name"] = settings.region
-    if settings.endpoint:
-        options["block_storage_endpoint_override"] = settings.endpoint
-    if not settings.auth_url:
-        # A Cinder without Keystone (noauth): the endpoint alone.
-        options |= {"auth_type": "none", "auth": {"endpoint": settings.endpoint}}
-    elif settings.application_credential_id:
-        options |= {
-            "auth_type": "v3applicationcredential",
-            "auth": {
-                "auth_url": settings.auth_url,
-                "application_credential_id": settings.application_credential_id,
-                "application_credential_secret": settings.application_credential_secret,
-            },
-        }
-    else:
-        options |= {
-            "auth_type": "password",
-            "auth": {
-                "auth_url": settings.auth_url,
-                "username": settings.username,
-                "password": settings.api_key,
-                "user_domain_name": settings.domain,
-                "project_name": settings.project,
-                "project_domain_name": settings.project_domain or settings.domain,
-            },
-        }
-    with warnings.catch_warnings():
-        # openstacksdk warns that its InfluxDB metrics are deprecated whenever it builds a
-        # connection, metrics configured or not; we configure none.
-        warnings.filterwarnings("ignore", message="Support for InfluxDB")
-        conn = connection.Connection(**options)
-    # openstacksdk's session (auth plugin, TLS, timeout) under keystoneauth's own Adapter:
-    # openstacksdk's Proxy adds metrics bookkeeping that warns on every request in 4.x.
+    session = Session(auth=auth, verify=verify, timeout=timeout, app_name="disk-snapshots")
     return Adapter(
-        session=conn.session,
+        session=session,
+        # The catalog may call it volumev3 or volume: keystoneauth knows the aliases.
         service_type="block-storage",
         interface=settings.interface,
         region_name=settings.region or None,
@@ -134,7 +113,6 @@ class CinderApi:
         self,
         settings: OpenstackSettings,
         *,
-        session_factory: SessionFactory | None = None,
         timeout: float = 30.0,
         attempts: int = 4,
         retry_delays: Sequence[float] = (1.0, 2.0, 4.0),
@@ -153,8 +131,7 @@ class CinderApi:
         self.poll_interval = poll_interval
         self.page_size = page_size
         self.sleep = sleep
-        self._session_factory = session_factory or connect
-        self._adapter: Any = None
+        self._adapter: Adapter | None = None
         self._ca_dir: tempfile.TemporaryDirectory[str] | None = None
         self._checked_version = False
 
@@ -170,7 +147,7 @@ class CinderApi:
             self._ca_dir.cleanup()
             self._ca_dir = None
 
-    def _block_storage(self) -> Any:
+    def _block_storage(self) -> Adapter:
         if self._adapter is None:
             ca_file: Path | None = None
             if self.settings.ca_cert:
@@ -178,12 +155,7 @@ class CinderApi:
                 self._ca_dir = tempfile.TemporaryDirectory(prefix="disk-snapshots-ca-")
                 ca_file = Path(self._ca_dir.name) / "ca.pem"
                 ca_file.write_text(self.settings.ca_cert)
-            try:
-                self._adapter = self._session_factory(self.settings, self.timeout, ca_file)
-            except Exception as err:  # openstacksdk's config raises types of its own
-                raise ProviderError(
-                    f"cannot set up the OpenStack connection: {self._scrub(str(err))}"
-                ) from None
+            self._adapter = connect(self.settings, self.timeout, ca_file)
         return self._adapter
 
     def _scrub(self, text: str) -> str:
@@ -316,7 +288,7 @@ class CinderApi:
             )
         return ProviderError(f"{action}: Cinder refused: {problem}")
 
-    def _check_version(self, adapter: Any, action: str) -> None:
+    def _check_version(self, adapter: Adapter, action: str) -> None:
         """Refuse a Cinder older than the microversion every call here asks for."""
         try:
             # keystoneauth's version discovery; it authenticates first when it must.

@@ -41,7 +41,6 @@ from disk_snapshots.providers.base import ProviderError
 from disk_snapshots.providers.base import UnknownSnapshot
 from disk_snapshots.providers.cinder_api import CinderApi
 from disk_snapshots.providers.cinder_api import CinderNotFound
-from disk_snapshots.providers.cinder_api import SessionFactory
 from disk_snapshots.providers.cinder_backups import Backup
 from disk_snapshots.providers.cinder_backups import NewVolume
 from disk_snapshots.providers.cinder_metadata import MARKER
@@ -71,7 +70,6 @@ class OpenstackCinderProvider:
         self,
         settings: OpenstackSettings,
         *,
-        session_factory: SessionFactory | None = None,
         timeout: float = 30.0,
         attempts: int = 4,
         retry_delays: Sequence[float] = (1.0, 2.0, 4.0),
@@ -84,7 +82,6 @@ class OpenstackCinderProvider:
     ) -> None:
         self.api = CinderApi(
             settings,
-            session_factory=session_factory,
             timeout=timeout,
             attempts=attempts,
             retry_delays=retry_delays,
