@@ -34,11 +34,24 @@ MakeProvider = Callable[..., OpenstackCinderProvider]
 
 
 @dataclass(frozen=True)
+class Keystone:
+    """The Keystone in front of it: a project `redis` with a member user `bosh`."""
+
+    url: str
+    region: str
+    admin_password: str
+    user_password: str
+    project_id: str
+    user_id: str
+
+
+@dataclass(frozen=True)
 class CinderLocal:
     endpoint: str  # http://127.0.0.1:PORT/v3/<project>
     project: str
     volume_dir: Path  # where the NFS driver keeps volume files
     version: str
+    keystone: Keystone
 
 
 def read_env(path: Path) -> CinderLocal:
@@ -48,6 +61,14 @@ def read_env(path: Path) -> CinderLocal:
         project=values["CINDER_PROJECT"],
         volume_dir=Path(values["CINDER_VOLUME_DIR"]),
         version=values.get("CINDER_VERSION", "unknown"),
+        keystone=Keystone(
+            url=values["KEYSTONE_URL"],
+            region=values["KEYSTONE_REGION"],
+            admin_password=values["KEYSTONE_ADMIN_PASSWORD"],
+            user_password=values["KEYSTONE_USER_PASSWORD"],
+            project_id=values["KEYSTONE_PROJECT_ID"],
+            user_id=values["KEYSTONE_USER_ID"],
+        ),
     )
 
 
@@ -77,7 +98,7 @@ def unavailable_reason() -> str:
 @contextmanager
 def started(base: Path) -> Iterator[CinderLocal]:
     """A Cinder of this test session's own, on free ports; stopped and wiped on exit."""
-    api, rabbit, dist, epmd = free_ports(4)
+    api, rabbit, dist, epmd, keystone = free_ports(5)
     name = base.name
     env = {
         **os.environ,
@@ -88,6 +109,7 @@ def started(base: Path) -> Iterator[CinderLocal]:
         "CINDER_LOCAL_RABBIT_PORT": str(rabbit),
         "CINDER_LOCAL_RABBIT_DIST_PORT": str(dist),
         "CINDER_LOCAL_EPMD_PORT": str(epmd),
+        "CINDER_LOCAL_KEYSTONE_PORT": str(keystone),
     }
     try:
         proc = subprocess.run([str(SCRIPT), "start"], env=env, capture_output=True, text=True)
@@ -101,13 +123,15 @@ def started(base: Path) -> Iterator[CinderLocal]:
 class Admin:
     """The test's own hands on Cinder (arranging and checking), beside the provider."""
 
-    def __init__(self, cinder: CinderLocal) -> None:
+    def __init__(self, cinder: CinderLocal, project: str = "") -> None:
         self.cinder = cinder
+        project = project or cinder.project
+        self.endpoint = cinder.endpoint.rsplit("/", 1)[0] + "/" + project
         self.session = requests.Session()
         # noauth: every request acts as admin of the project.
         self.session.headers.update(
             {
-                "X-Auth-Token": f"admin:{cinder.project}",
+                "X-Auth-Token": f"admin:{project}",
                 "OpenStack-API-Version": MICROVERSION,
                 "Accept": "application/json",
             }
@@ -118,7 +142,7 @@ class Admin:
         self.session.close()
 
     def call(self, method: str, path: str, **kwargs: Any) -> Any:
-        response = self.session.request(method, self.cinder.endpoint + path, timeout=60, **kwargs)
+        response = self.session.request(method, self.endpoint + path, timeout=60, **kwargs)
         if response.status_code >= 400:
             raise AssertionError(f"{method} {path}: {response.status_code} {response.text}")
         return response.json() if response.content else {}
@@ -160,7 +184,7 @@ class Admin:
     def gone(self, kind: str, resource_id: str, timeout: float = 60) -> bool:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            response = self.session.get(f"{self.cinder.endpoint}/{kind}s/{resource_id}", timeout=30)
+            response = self.session.get(f"{self.endpoint}/{kind}s/{resource_id}", timeout=30)
             if response.status_code == 404:
                 return True
             time.sleep(0.2)
