@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
+from disk_snapshots.annotations import TAG_PREFIX
 from disk_snapshots.annotations import Annotations
 
 State = Literal["pending", "completed", "error"]
@@ -42,6 +43,18 @@ class Query:
     set_id: str | None = None
     not_before: datetime | None = None
     not_after: datetime | None = None
+
+    def exact_tags(self) -> dict[str, str]:
+        """The fields a provider can match by exact tag value, as tags: it then returns less
+        (the rest, instance and time, are matched by ``matches``)."""
+        fields = {
+            "deployment": self.deployment,
+            "instance_group": self.instance_group,
+            "role": self.role,
+            "trigger": self.trigger,
+            "set_id": self.set_id,
+        }
+        return {TAG_PREFIX + k: v for k, v in fields.items() if v is not None}
 
     def matches(self, snapshot: Snapshot) -> bool:
         a = snapshot.annotations

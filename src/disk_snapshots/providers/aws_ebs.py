@@ -330,7 +330,7 @@ class AwsEbsProvider:
         query = query or Query()
         found: builtins.list[Snapshot] = []
         skipped = 0
-        for page in self._pages(self.region, _filters(_tag_equals(query), SCHEMA_TAG)):
+        for page in self._pages(self.region, _filters(query.exact_tags(), SCHEMA_TAG)):
             for raw in page:
                 try:
                     found.append(self._record(raw, tags_of(raw)))
@@ -343,7 +343,7 @@ class AwsEbsProvider:
         chosen = select(found, query)
         if not self.backup_region or not chosen:
             return chosen
-        copies = self._backups(_tag_equals(query))
+        copies = self._backups(query.exact_tags())
         return [_with_backup(s, copies[s.id]) if s.id in copies else s for s in chosen]
 
     # -- backup tier ----------------------------------------------------------------------
@@ -506,18 +506,6 @@ def _with_backup(snapshot: Snapshot, copy: BackupCopy) -> Snapshot:
 
 def _gib(size: object) -> int | None:
     return size * 2**30 if isinstance(size, int) else None
-
-
-def _tag_equals(query: Query) -> dict[str, str]:
-    """The query fields EC2 can filter on by exact tag value, so less comes back."""
-    fields = {
-        "deployment": query.deployment,
-        "instance_group": query.instance_group,
-        "role": query.role,
-        "trigger": query.trigger,
-        "set_id": query.set_id,
-    }
-    return {TAG_PREFIX + k: v for k, v in fields.items() if v is not None}
 
 
 def _filters(equals: Mapping[str, str], key: str) -> builtins.list[FilterTypeDef]:

@@ -95,15 +95,8 @@ def carried_metadata(metadata: Mapping[str, str]) -> dict[str, str]:
 
 
 def metadata_filter(query: Query) -> dict[str, str]:
-    """The query fields Cinder can match exactly in metadata, so that less comes back."""
-    fields = {
-        "deployment": query.deployment,
-        "instance_group": query.instance_group,
-        "role": query.role,
-        "trigger": query.trigger,
-        "set_id": query.set_id,
-    }
-    return {MARKER_KEY: MARKER} | {TAG_PREFIX + k: v for k, v in fields.items() if v is not None}
+    """What Cinder matches exactly in metadata: our marker and the query's exact fields."""
+    return {MARKER_KEY: MARKER} | query.exact_tags()
 
 
 def metadata_dict(raw: Mapping[str, object]) -> dict[str, str]:
