@@ -5,6 +5,7 @@ it is wrong (never carrying a secret)."""
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -73,7 +74,7 @@ def application_credential(keystone: Keystone) -> tuple[str, str]:
         token.raise_for_status()
         made = session.post(
             f"{keystone.url}/users/{keystone.user_id}/application_credentials",
-            json={"application_credential": {"name": "disk-snapshots"}},
+            json={"application_credential": {"name": f"disk-snapshots-{uuid.uuid4().hex[:8]}"}},
             headers={"X-Auth-Token": token.headers["X-Subject-Token"]},
             timeout=30,
         )
@@ -83,12 +84,22 @@ def application_credential(keystone: Keystone) -> tuple[str, str]:
 
 
 def test_password_credentials_find_cinder_in_the_catalog(
-    make_provider: MakeProvider, keystone: Keystone, project_admin: Admin, deployment: str
+    make_provider: MakeProvider,
+    keystone: Keystone,
+    project_admin: Admin,
+    deployment: str,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     provider = make_provider(**password(keystone))
     volume_id = project_admin.create_volume(deployment)
     disk = Disk(cid=volume_id, mount=Path("/var/vcap/store"), hint={})
-    taken = provider.snapshot(disk, sample_annotations(deployment=deployment, disk_cid=volume_id))
+    with caplog.at_level(logging.DEBUG):
+        taken = provider.snapshot(
+            disk, sample_annotations(deployment=deployment, disk_cid=volume_id)
+        )
+    # keystoneauth logs every request at debug level; the password is never in it.
+    assert "POST http://127.0.0.1" in caplog.text
+    assert keystone.user_password not in caplog.text
     # The catalog's endpoint carries the project Keystone scoped the token to.
     assert project_admin.snapshot(taken.id)["volume_id"] == volume_id
     assert provider.list(Query(deployment=deployment)) == [taken]
