@@ -197,3 +197,19 @@ def test_the_config_builds_this_provider(admin: Admin) -> None:
         assert provider.list(Query(deployment="nobody-has-this")) == []
     finally:
         provider.close()
+
+
+def test_a_snapshot_cinder_fails_to_make_is_reported_with_cinders_reason(
+    provider: OpenstackCinderProvider, admin: Admin, deployment: str
+) -> None:
+    volume_id = admin.create_volume(deployment)
+    # The backend loses the volume's file: the driver cannot make the snapshot.
+    volume_file = admin.cinder.volume_dir / f"volume-{volume_id}"
+    volume_file.rename(volume_file.with_name(f"lost-{volume_id}"))
+    with pytest.raises(ProviderError) as raised:
+        provider.snapshot(disk_of(volume_id), annotations_for(deployment, volume_id))
+    message = str(raised.value)
+    # Cinder's user message: "<action>:<detail>".
+    assert "went into status 'error': create snapshot:" in message
+    assert message.endswith("Snapshot failed to create.")
+    assert provider.list(Query(deployment=deployment))[0].state == "error"
