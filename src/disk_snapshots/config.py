@@ -24,6 +24,8 @@ from zoneinfo import ZoneInfoNotFoundError
 from croniter import croniter
 
 from disk_snapshots import triggers
+from disk_snapshots.openstack_settings import OpenstackSettings
+from disk_snapshots.openstack_settings import read_openstack
 from disk_snapshots.restore.target import Target
 from disk_snapshots.validate import Problems
 from disk_snapshots.validate import Reader
@@ -362,93 +364,8 @@ def _provider(provider: Reader) -> ProviderConfig:
         type=cast(ProviderType, kind),
         loopback_pool=provider.get("loopback").get("pool").string(),
         aws=settings,
-        openstack=_openstack(provider.get("openstack"), required=kind == "openstack-cinder"),
+        openstack=read_openstack(provider.get("openstack"), required=kind == "openstack-cinder"),
     )
-
-
-# -- provider.openstack.* (the openstack-cinder provider) ---------------------------------
-OPENSTACK_INTERFACES = ("public", "internal", "admin")
-
-
-@dataclass(frozen=True)
-class OpenstackSettings:
-    """Keystone v3 credentials and where the block-storage API is; secrets never logged."""
-
-    auth_url: str
-    username: str
-    api_key: str
-    domain: str
-    project: str
-    project_domain: str
-    application_credential_id: str
-    application_credential_secret: str
-    region: str
-    interface: str
-    endpoint: str
-    ca_cert: str
-    insecure: bool
-    group_type: str
-
-    @classmethod
-    def unset(cls) -> OpenstackSettings:
-        """No OpenStack at all (another provider is configured)."""
-        return cls("", "", "", "Default", "", "", "", "", "", "public", "", "", False, "")
-
-    def __repr__(self) -> str:
-        # Dataclass reprs end up in tracebacks and logs; the secrets must not.
-        return (
-            f"OpenstackSettings(auth_url={self.auth_url!r}, username={self.username!r}, "
-            f"project={self.project!r}, application_credential_id="
-            f"{self.application_credential_id!r}, region={self.region!r})"
-        )
-
-
-def _openstack(openstack: Reader, *, required: bool) -> OpenstackSettings:
-    url = r"https?://\S+"
-    settings = OpenstackSettings(
-        auth_url=openstack.get("auth_url").string(pattern=url),
-        username=openstack.get("username").string(),
-        api_key=openstack.get("api_key").string(),
-        domain=openstack.get("domain").string(fallback="Default") or "Default",
-        project=openstack.get("project").string(),
-        project_domain=openstack.get("project_domain").string(),
-        application_credential_id=openstack.get("application_credential_id").string(),
-        application_credential_secret=openstack.get("application_credential_secret").string(),
-        region=openstack.get("region").string(),
-        interface=openstack.get("interface").string(
-            choices=OPENSTACK_INTERFACES, fallback="public"
-        ),
-        endpoint=openstack.get("endpoint").string(pattern=url),
-        ca_cert=_pem(openstack.get("ca_cert"), "CERTIFICATE"),
-        insecure=openstack.get("insecure").boolean(),
-        group_type=openstack.get("group_type").string(),
-    )
-    if not required:
-        return settings
-    password = [settings.username, settings.api_key, settings.project]
-    app_credential = [settings.application_credential_id, settings.application_credential_secret]
-    if not settings.auth_url:
-        if not settings.endpoint:
-            openstack.get("auth_url").fail(
-                "required when provider.type is openstack-cinder (the Keystone v3 URL); "
-                "only a Cinder without Keystone (noauth) is reached by endpoint alone"
-            )
-        elif any(password + app_credential):
-            openstack.get("auth_url").fail("required with credentials (the Keystone v3 URL)")
-    elif any(app_credential):
-        if not all(app_credential):
-            openstack.fail("set both application_credential_id and application_credential_secret")
-        if any(password):
-            openstack.fail(
-                "set username/api_key/project or application_credential_id/"
-                "application_credential_secret, not both"
-            )
-    elif not all(password):
-        openstack.fail(
-            "set username, api_key and project (Keystone v3 password), or "
-            "application_credential_id and application_credential_secret"
-        )
-    return settings
 
 
 def _service(service: Reader) -> ServiceConfig:
@@ -588,20 +505,12 @@ def _schedules(schedules: Reader) -> tuple[Schedule, ...]:
     return tuple(result)
 
 
-def _pem(value: Reader, kind: str) -> str:
-    text = value.string()
-    # Keys come as "BEGIN PRIVATE KEY", "BEGIN RSA PRIVATE KEY" or "BEGIN EC PRIVATE KEY".
-    if text and not re.search(rf"-----BEGIN [A-Z ]*{kind}-----", text):
-        value.fail(f"expected a PEM {kind.lower()} (-----BEGIN {kind}-----)")
-    return text
-
-
 def _api(api: Reader) -> ApiConfig:
     tls = api.get("tls")
     settings = TlsConfig(
-        ca=_pem(tls.get("ca"), "CERTIFICATE"),
-        certificate=_pem(tls.get("certificate"), "CERTIFICATE"),
-        private_key=_pem(tls.get("private_key"), "PRIVATE KEY"),
+        ca=tls.get("ca").pem("CERTIFICATE"),
+        certificate=tls.get("certificate").pem("CERTIFICATE"),
+        private_key=tls.get("private_key").pem("PRIVATE KEY"),
     )
     given = [bool(settings.ca), bool(settings.certificate), bool(settings.private_key)]
     if any(given) and not all(given):

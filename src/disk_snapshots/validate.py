@@ -170,6 +170,14 @@ class Reader:
             return fallback
         return self.value
 
+    def pem(self, kind: str) -> str:
+        """A PEM text of ``kind`` (CERTIFICATE, PRIVATE KEY), or empty."""
+        text = self.string()
+        # Keys come as "BEGIN PRIVATE KEY", "BEGIN RSA PRIVATE KEY" or "BEGIN EC PRIVATE KEY".
+        if text and not re.search(rf"-----BEGIN [A-Z ]*{kind}-----", text):
+            self.fail(f"expected a PEM {kind.lower()} (-----BEGIN {kind}-----)")
+        return text
+
     def argv(self) -> tuple[str, ...]:
         """A command as an argv list (never a shell string: values must not be re-parsed)."""
         if isinstance(self.value, str):

@@ -10,17 +10,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cinder_local import Admin
-from cinder_local import CinderLocal
-from cinder_local import MakeProvider
-from cinder_local import VolumeFiles
-from cinder_local import noauth_settings
-from cinder_local import read_env
-from cinder_local import started
-from cinder_local import unavailable_reason
 
-from disk_snapshots.config import OpenstackSettings
+from disk_snapshots.openstack_settings import OpenstackSettings
 from disk_snapshots.providers.openstack_cinder import OpenstackCinderProvider
+from support.cinder import Admin
+from support.cinder import CinderLocal
+from support.cinder import MakeProvider
+from support.cinder import VolumeFiles
+from support.cinder import noauth_settings
+from support.cinder import read_env
+from support.cinder import started
+from support.cinder import unavailable_reason
 
 
 @pytest.fixture(scope="session")

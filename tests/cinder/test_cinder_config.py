@@ -7,12 +7,9 @@ from typing import Any
 
 import pytest
 
-from annotation_samples import sample_annotations
-from configdocs import snapshotter_doc
 from disk_snapshots.catalog import Query
 from disk_snapshots.config import ConfigError
 from disk_snapshots.config import load_snapshotter_config
-from disk_snapshots.instance import Disk
 from disk_snapshots.providers.base import ProviderError
 from disk_snapshots.providers.base import UnknownSnapshot
 from disk_snapshots.providers.cinder_metadata import MARKER_KEY
@@ -22,6 +19,9 @@ from disk_snapshots.providers.cinder_metadata import is_ours
 from disk_snapshots.providers.cinder_metadata import metadata_filter
 from disk_snapshots.providers.cinder_metadata import metadata_of
 from disk_snapshots.providers.cinder_metadata import state_of
+from disk_snapshots.vm.instance import Disk
+from support.annotations import sample_annotations
+from support.configdocs import snapshotter_doc
 
 VOLUME = "3f2a4b5c-6d7e-4f80-9a1b-2c3d4e5f6a7b"
 

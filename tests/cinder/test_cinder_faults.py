@@ -9,19 +9,19 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-from cinder_local import Admin
-from cinder_local import CinderLocal
-from cinder_local import MakeProvider
-from cinder_local import free_ports
-from fault_proxy import FaultProxy
-from fault_proxy import Rule
-from fault_proxy import fault_proxy
 
-from annotation_samples import sample_annotations
 from disk_snapshots.catalog import Query
-from disk_snapshots.instance import Disk
 from disk_snapshots.providers.base import ProviderError
 from disk_snapshots.providers.openstack_cinder import OpenstackCinderProvider
+from disk_snapshots.vm.instance import Disk
+from support.annotations import sample_annotations
+from support.cinder import Admin
+from support.cinder import CinderLocal
+from support.cinder import MakeProvider
+from support.fault_proxy import FaultProxy
+from support.fault_proxy import Rule
+from support.fault_proxy import fault_proxy
+from support.net import free_port
 
 pytestmark = pytest.mark.cinder
 
@@ -143,7 +143,7 @@ def test_a_busy_cinder_503_is_retried_even_for_a_create(
 
 
 def test_an_endpoint_nobody_listens_on_is_named(make_provider: MakeProvider) -> None:
-    (port,) = free_ports(1)
+    port = free_port()
     provider: OpenstackCinderProvider = make_provider(
         endpoint=f"http://127.0.0.1:{port}/v3/0123456789abcdef0123456789abcdef", attempts=2
     )

@@ -7,17 +7,17 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from cinder_local import Admin
-from cinder_local import MakeProvider
-from cinder_local import VolumeFiles
 
-from annotation_samples import sample_annotations
 from disk_snapshots.annotations import Annotations
 from disk_snapshots.catalog import Query
-from disk_snapshots.instance import Disk
 from disk_snapshots.providers.base import ProviderError
 from disk_snapshots.providers.group_snapshots import GroupSnapshots
 from disk_snapshots.providers.openstack_cinder import OpenstackCinderProvider
+from disk_snapshots.vm.instance import Disk
+from support.annotations import sample_annotations
+from support.cinder import Admin
+from support.cinder import MakeProvider
+from support.cinder import VolumeFiles
 
 pytestmark = pytest.mark.cinder
 

@@ -12,16 +12,16 @@ from typing import Any
 
 import pytest
 import requests
-from cinder_local import Admin
-from cinder_local import CinderLocal
-from cinder_local import Keystone
-from cinder_local import MakeProvider
-from cinder_local import free_ports
 
-from annotation_samples import sample_annotations
 from disk_snapshots.catalog import Query
-from disk_snapshots.instance import Disk
 from disk_snapshots.providers.base import ProviderError
+from disk_snapshots.vm.instance import Disk
+from support.annotations import sample_annotations
+from support.cinder import Admin
+from support.cinder import CinderLocal
+from support.cinder import Keystone
+from support.cinder import MakeProvider
+from support.net import free_port
 
 pytestmark = pytest.mark.cinder
 
@@ -166,7 +166,7 @@ def test_a_region_without_cinder_is_named(make_provider: MakeProvider, keystone:
 
 
 def test_an_unreachable_keystone_is_named(make_provider: MakeProvider, keystone: Keystone) -> None:
-    (port,) = free_ports(1)
+    port = free_port()
     provider = make_provider(**password(keystone, auth_url=f"http://127.0.0.1:{port}/v3"))
     with pytest.raises(ProviderError, match=r"listing snapshots.*127\.0\.0\.1"):
         provider.list()

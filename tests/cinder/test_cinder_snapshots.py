@@ -9,18 +9,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cinder_local import Admin
-from cinder_local import MakeProvider
 
-from annotation_samples import sample_annotations
 from disk_snapshots.annotations import Annotations
 from disk_snapshots.catalog import Query
-from disk_snapshots.instance import Disk
 from disk_snapshots.providers import make_provider as provider_for
 from disk_snapshots.providers.base import ProviderError
 from disk_snapshots.providers.base import UnknownSnapshot
 from disk_snapshots.providers.cinder_metadata import MARKER_KEY
 from disk_snapshots.providers.openstack_cinder import OpenstackCinderProvider
+from disk_snapshots.vm.instance import Disk
+from support.annotations import sample_annotations
+from support.cinder import Admin
+from support.cinder import MakeProvider
 
 pytestmark = pytest.mark.cinder
 
@@ -184,8 +184,8 @@ def test_copy_restore_is_refused_with_the_way_that_works(
 
 
 def test_the_config_builds_this_provider(admin: Admin) -> None:
-    from configdocs import snapshotter_doc
     from disk_snapshots.config import load_snapshotter_config
+    from support.configdocs import snapshotter_doc
 
     doc = snapshotter_doc()
     doc["properties"]["provider"]["type"] = "openstack-cinder"

@@ -8,11 +8,11 @@ from dataclasses import field
 from dataclasses import replace
 from pathlib import Path
 
-from annotation_samples import sample_annotations  # noqa: F401 - the aws tests import it here
 from disk_snapshots.config import AwsSettings
 from disk_snapshots.providers.aws_ebs import AwsEbsProvider
 from disk_snapshots.providers.base import ProviderError
 from disk_snapshots.vm.instance import Disk
+from support.annotations import sample_annotations  # noqa: F401 - the aws tests import it here
 from support.net import free_port
 
 REGION = "eu-west-1"

@@ -31,7 +31,7 @@ from keystoneauth1.noauth import NoAuth
 from keystoneauth1.plugin import BaseAuthPlugin
 from keystoneauth1.session import Session
 
-from disk_snapshots.config import OpenstackSettings
+from disk_snapshots.openstack_settings import OpenstackSettings
 from disk_snapshots.providers.base import ProviderError
 
 log = logging.getLogger(__name__)
@@ -51,6 +51,15 @@ Kind = Literal["snapshot", "backup", "volume", "group", "group_snapshot"]
 
 class CinderNotFound(ProviderError):
     """Cinder answered 404 for the resource."""
+
+
+class _Failed(Exception):
+    """One try failed; ``retryable`` says whether sending it again is safe."""
+
+    def __init__(self, problem: str, retryable: bool) -> None:
+        super().__init__(problem)
+        self.problem = problem
+        self.retryable = retryable
 
 
 def cinder_message(body: object) -> str:
@@ -214,39 +223,9 @@ class CinderApi:
         while True:
             attempt += 1
             try:
-                response = adapter.request(
-                    path,
-                    method,
-                    json=body,
-                    params=dict(params or {}),
-                    headers={
-                        "OpenStack-API-Version": f"volume {MICROVERSION}",
-                        "Accept": "application/json",
-                    },
-                    raise_exc=False,
-                    connect_retries=0,
-                )
-            except ks_exceptions.ConnectFailure as err:
-                problem = f"cannot connect ({self._scrub(str(err))})"
-                # A refused connection never reached Cinder: safe to send again.
-                retryable = retry_ambiguous or "refused" in str(err).lower()
-            except ks_exceptions.ConnectTimeout as err:
-                problem = f"no answer within {self.timeout:g}s ({self._scrub(str(err))})"
-                retryable = retry_ambiguous
-            except ks_exceptions.DiscoveryFailure as err:
-                # keystoneauth reads the version document before the request: nothing sent.
-                problem = f"cannot connect to Cinder's endpoint ({self._scrub(str(err))})"
-                retryable = True
-            except ks_exceptions.ClientException as err:
-                raise self._auth_error(action, err) from None
-            else:
-                status = int(response.status_code)
-                if 200 <= status < 300:
-                    return self._json(response, action)
-                problem = f"HTTP {status}: {self._error_text(response)}"
-                retryable = status in GATEWAY or (retry_ambiguous and status in SERVER)
-                if status not in SERVER:
-                    raise self._refused(status, problem, action)
+                return self._send(adapter, method, path, action, body, params, retry_ambiguous)
+            except _Failed as failed:
+                problem, retryable = failed.problem, failed.retryable
             delay = next(delays, None) if attempt < self.attempts else None
             if not retryable or delay is None:
                 tried = f" after {attempt} attempts" if attempt > 1 else ""
@@ -255,6 +234,53 @@ class CinderApi:
             wait = delay * (0.5 + random.random() / 2)  # noqa: S311 - not cryptographic
             log.warning("%s: %s; retrying in %.1fs", action, problem, wait)
             self.sleep(wait)
+
+    def _send(
+        self,
+        adapter: Adapter,
+        method: Method,
+        path: str,
+        action: str,
+        body: Mapping[str, Any] | None,
+        params: Mapping[str, str | int] | None,
+        retry_ambiguous: bool,
+    ) -> Any:
+        """One try: the parsed answer; _Failed when another try may help, else ProviderError."""
+        try:
+            response = adapter.request(
+                path,
+                method,
+                json=body,
+                params=dict(params or {}),
+                headers={
+                    "OpenStack-API-Version": f"volume {MICROVERSION}",
+                    "Accept": "application/json",
+                },
+                raise_exc=False,
+                connect_retries=0,
+            )
+        except ks_exceptions.ConnectFailure as err:
+            # A refused connection never reached Cinder: safe to send again.
+            refused = "refused" in str(err).lower()
+            raise _Failed(
+                f"cannot connect ({self._scrub(str(err))})", retry_ambiguous or refused
+            ) from None
+        except ks_exceptions.ConnectTimeout as err:
+            problem = f"no answer within {self.timeout:g}s ({self._scrub(str(err))})"
+            raise _Failed(problem, retry_ambiguous) from None
+        except ks_exceptions.DiscoveryFailure as err:
+            # keystoneauth reads the version document before the request: nothing sent.
+            problem = f"cannot connect to Cinder's endpoint ({self._scrub(str(err))})"
+            raise _Failed(problem, True) from None
+        except ks_exceptions.ClientException as err:
+            raise self._auth_error(action, err) from None
+        status = int(response.status_code)
+        if 200 <= status < 300:
+            return self._json(response, action)
+        problem = f"HTTP {status}: {self._error_text(response)}"
+        if status not in SERVER:
+            raise self._refused(status, problem, action)
+        raise _Failed(problem, status in GATEWAY or retry_ambiguous)
 
     def _json(self, response: Any, action: str) -> Any:
         if not response.content:

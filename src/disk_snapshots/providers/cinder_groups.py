@@ -25,7 +25,6 @@ from typing import Any
 from disk_snapshots.annotations import TAG_PREFIX
 from disk_snapshots.annotations import Annotations
 from disk_snapshots.catalog import Snapshot
-from disk_snapshots.instance import Disk
 from disk_snapshots.providers.base import ProviderError
 from disk_snapshots.providers.cinder_api import CinderApi
 from disk_snapshots.providers.cinder_api import CinderNotFound
@@ -39,6 +38,7 @@ from disk_snapshots.providers.cinder_metadata import is_released
 from disk_snapshots.providers.cinder_metadata import metadata_dict
 from disk_snapshots.providers.cinder_metadata import metadata_of
 from disk_snapshots.providers.group_snapshots import VolumeGroup
+from disk_snapshots.vm.instance import Disk
 
 log = logging.getLogger(__name__)
 

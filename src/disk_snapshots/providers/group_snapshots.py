@@ -17,7 +17,7 @@ from typing import runtime_checkable
 
 from disk_snapshots.annotations import Annotations
 from disk_snapshots.catalog import Snapshot
-from disk_snapshots.instance import Disk
+from disk_snapshots.vm.instance import Disk
 
 
 @dataclass(frozen=True)

@@ -27,16 +27,15 @@ from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
+import disk_snapshots.providers.cinder_backups as cinder_backups
+import disk_snapshots.providers.cinder_groups as cinder_groups
 from disk_snapshots.annotations import TAG_PREFIX
 from disk_snapshots.annotations import AnnotationError
 from disk_snapshots.annotations import Annotations
 from disk_snapshots.catalog import Query
 from disk_snapshots.catalog import Snapshot
 from disk_snapshots.catalog import select
-from disk_snapshots.config import OpenstackSettings
-from disk_snapshots.instance import Disk
-from disk_snapshots.providers import cinder_backups
-from disk_snapshots.providers import cinder_groups
+from disk_snapshots.openstack_settings import OpenstackSettings
 from disk_snapshots.providers.base import ProviderError
 from disk_snapshots.providers.base import UnknownSnapshot
 from disk_snapshots.providers.cinder_api import CinderApi
@@ -59,6 +58,7 @@ from disk_snapshots.providers.cinder_metadata import metadata_filter
 from disk_snapshots.providers.cinder_metadata import metadata_of
 from disk_snapshots.providers.cinder_metadata import state_of
 from disk_snapshots.providers.group_snapshots import VolumeGroup
+from disk_snapshots.vm.instance import Disk
 
 log = logging.getLogger(__name__)
 

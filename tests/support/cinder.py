@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Callable
@@ -22,8 +21,9 @@ from typing import Any
 
 import requests
 
-from disk_snapshots.config import OpenstackSettings
+from disk_snapshots.openstack_settings import OpenstackSettings
 from disk_snapshots.providers.openstack_cinder import OpenstackCinderProvider
+from support.net import free_ports
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "cinder-local"
@@ -70,17 +70,6 @@ def read_env(path: Path) -> CinderLocal:
             user_id=values["KEYSTONE_USER_ID"],
         ),
     )
-
-
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [int(sock.getsockname()[1]) for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
 
 
 def unavailable_reason() -> str:
