@@ -81,3 +81,15 @@ def make_provider(cinder_local: CinderLocal) -> Iterator[MakeProvider]:
 @pytest.fixture
 def provider(make_provider: MakeProvider) -> OpenstackCinderProvider:
     return make_provider()
+
+
+@pytest.fixture
+def consistent_group_type(admin: Admin) -> str:
+    """A group type asking the backend for consistent group snapshots, as an operator's would."""
+    body = {
+        "group_type": {
+            "name": f"consistent-{os.urandom(4).hex()}",
+            "group_specs": {"consistent_group_snapshot_enabled": "<is> True"},
+        }
+    }
+    return str(admin.call("POST", "/group_types", json=body)["group_type"]["id"])

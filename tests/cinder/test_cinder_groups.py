@@ -10,6 +10,7 @@ import pytest
 
 from disk_snapshots.annotations import Annotations
 from disk_snapshots.catalog import Query
+from disk_snapshots.catalog import Snapshot
 from disk_snapshots.providers.base import ProviderError
 from disk_snapshots.providers.group_snapshots import GroupSnapshots
 from disk_snapshots.providers.openstack_cinder import OpenstackCinderProvider
@@ -26,28 +27,24 @@ def disks_of(volume_ids: list[str]) -> list[Disk]:
     return [Disk(cid=v, mount=Path("/var/vcap/store"), hint={}) for v in volume_ids]
 
 
-@pytest.fixture
-def consistent_group_type(admin: Admin) -> str:
-    """A group type asking the backend for consistent group snapshots, as an operator's would."""
-    body = {
-        "group_type": {
-            "name": f"consistent-{os.urandom(4).hex()}",
-            "group_specs": {"consistent_group_snapshot_enabled": "<is> True"},
-        }
-    }
-    return str(admin.call("POST", "/group_types", json=body)["group_type"]["id"])
+def annotated(disk: Disk, index: int, deployment: str, set_id: str, size: int) -> Annotations:
+    return replace(
+        sample_annotations(deployment=deployment, disk_cid=disk.cid, index=index),
+        trigger="set:nightly",
+        set_id=set_id,
+        set_size=size,
+    )
 
 
-def members_of(disks: list[Disk], deployment: str, set_id: str) -> list[tuple[Disk, Annotations]]:
+def cut(
+    provider: OpenstackCinderProvider, disks: list[Disk], deployment: str, set_id: str
+) -> list[Snapshot]:
+    """What a set does with a group: gather, one group snapshot, every member claimed."""
+    with provider.volume_group(disks, deployment) as group:
+        members = provider.snapshot_group(group, set_id)
     return [
-        (
-            disk,
-            replace(
-                sample_annotations(deployment=deployment, disk_cid=disk.cid, index=i),
-                trigger="set:nightly",
-                set_id=set_id,
-                set_size=len(disks),
-            ),
+        provider.claim_group_member(
+            members[disk.cid], disk, annotated(disk, i, deployment, set_id, len(disks))
         )
         for i, disk in enumerate(disks)
     ]
@@ -72,14 +69,24 @@ def test_one_group_snapshot_of_three_volumes_with_one_set_id(
     for volume_id, data in contents.items():
         volume_files.write(volume_id, data, 0)
     disks = disks_of(volumes)
-    members = members_of(disks, deployment, "set-2026-12-02")
 
     with provider.volume_group(disks, deployment) as group:
         assert {admin.volume(v)["group_id"] for v in volumes} == {group.id}
-        taken = provider.snapshot_group(group, members)
-
+        members = provider.snapshot_group(group, "set-2026-12-02")
     # The volumes left the group again, so BOSH can still delete its disks.
     assert {admin.volume(v)["group_id"] for v in volumes} == {None}
+    assert sorted(members) == sorted(volumes)
+    # Not claimed yet: marked with the set, but not in the catalog.
+    assert provider.list(Query(deployment=deployment)) == []
+    assert {admin.snapshot(m)["metadata"]["disk-snapshots:set_id"] for m in members.values()} == {
+        "set-2026-12-02"
+    }
+    taken = [
+        provider.claim_group_member(
+            members[d.cid], d, annotated(d, i, deployment, "set-2026-12-02", 3)
+        )
+        for i, d in enumerate(disks)
+    ]
     raw = [admin.snapshot(s.id) for s in taken]
     assert len({r["group_snapshot_id"] for r in raw}) == 1
     assert raw[0]["group_snapshot_id"] is not None
@@ -102,8 +109,7 @@ def test_members_are_deleted_together_when_the_last_is_released(
 ) -> None:
     provider = make_provider(group_type=consistent_group_type)
     disks = disks_of(admin.create_volumes(2, deployment))
-    with provider.volume_group(disks, deployment) as group:
-        first, second = provider.snapshot_group(group, members_of(disks, deployment, "s1"))
+    first, second = cut(provider, disks, deployment, "s1")
     group_snapshot_id = admin.snapshot(first.id)["group_snapshot_id"]
 
     provider.delete(first.id)
@@ -123,17 +129,44 @@ def test_the_group_is_reused_and_membership_undone_after_a_failure(
     with provider.volume_group(disks, deployment) as first:
         pass
     with (
-        pytest.raises(ProviderError, match="one and the same set id"),
+        pytest.raises(ProviderError, match="the set id is empty"),
         provider.volume_group(disks, deployment) as second,
     ):
         assert second.id == first.id
-        members = members_of(disks, deployment, "s1")
-        members[1] = (members[1][0], replace(members[1][1], set_id="s2"))
-        provider.snapshot_group(second, members)
+        provider.snapshot_group(second, "")
     assert {admin.volume(d.cid)["group_id"] for d in disks} == {None}
     assert admin.call("GET", "/group_snapshots/detail", params={"group_id": first.id}) == {
         "group_snapshots": []
     }
+
+
+def test_a_member_is_claimed_only_by_its_own_disk_for_its_own_set(
+    make_provider: MakeProvider, admin: Admin, deployment: str, consistent_group_type: str
+) -> None:
+    provider = make_provider(group_type=consistent_group_type)
+    disks = disks_of(admin.create_volumes(2, deployment))
+    with provider.volume_group(disks, deployment) as group:
+        members = provider.snapshot_group(group, "s1")
+    mine, other = members[disks[0].cid], members[disks[1].cid]
+    with pytest.raises(ProviderError, match=f"a snapshot of volume {disks[1].cid}"):
+        provider.claim_group_member(other, disks[0], annotated(disks[0], 0, deployment, "s1", 2))
+    with pytest.raises(ProviderError, match="it belongs to set 's1', not 's2'"):
+        provider.claim_group_member(mine, disks[0], annotated(disks[0], 0, deployment, "s2", 2))
+    single = provider.snapshot(disks[0], sample_annotations(deployment=deployment))
+    with pytest.raises(ProviderError, match="not a member of a disk-snapshots group snapshot"):
+        provider.claim_group_member(
+            single.id, disks[0], annotated(disks[0], 0, deployment, "s1", 2)
+        )
+    # Nobody claimed them: released, and with the last one the group snapshot goes.
+    group_snapshot_id = admin.snapshot(mine)["group_snapshot_id"]
+    provider.release_group_member(mine)
+    assert admin.snapshot(mine)["status"] == "available"
+    provider.release_group_member(other)
+    assert admin.gone("group_snapshot", group_snapshot_id)
+    # A claimed member is its instance's: releasing an unclaimed one leaves it alone.
+    claimed = cut(provider, disks, deployment, "s3")[0]
+    provider.release_group_member(claimed.id)
+    assert provider.get(claimed.id).annotations.set_id == "s3"
 
 
 def test_a_volume_of_another_deployment_does_not_join(

@@ -144,13 +144,17 @@ class AgentClient:
         )
 
     def snapshot_member(
-        self, set_id: str, set_size: int, trigger: str, note: str = "", thaw: bool = False
+        self,
+        set_id: str,
+        set_size: int,
+        trigger: str,
+        note: str = "",
+        thaw: bool = False,
+        claim: str = "",
     ) -> dict[str, object]:
-        return self.call(
-            "POST",
-            f"/sets/{set_id}/snapshot",
-            {"set_size": set_size, "trigger": trigger, "note": note, "thaw": thaw},
-        )
+        body: dict[str, object] = {"set_size": set_size, "trigger": trigger, "note": note}
+        body |= {"thaw": thaw} | ({"snapshot_id": claim} if claim else {})
+        return self.call("POST", f"/sets/{set_id}/snapshot", body)
 
     def thaw(self, set_id: str) -> dict[str, object]:
         return self.call("POST", f"/sets/{set_id}/thaw", {})

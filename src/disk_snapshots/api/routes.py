@@ -8,8 +8,10 @@ status by server.py.
     POST /snapshots               {trigger, note} → 202 {id} of an operation
     GET  /operations/<id>         running | succeeded | failed, with the result
     POST /sets/<set_id>/quiesce   {lease_seconds, coordinator} → once flushed and frozen
-    POST /sets/<set_id>/snapshot  {set_size, trigger, note, thaw} → the snapshot id (and, with
-                                  thaw true, thawed right after it)
+    POST /sets/<set_id>/snapshot  {set_size, trigger, note, thaw, snapshot_id?} → the snapshot id
+                                  (and, with thaw true, thawed right after it); with
+                                  snapshot_id, this disk's member of the set's group snapshot
+                                  is claimed and annotated instead of a snapshot being taken
     POST /sets/<set_id>/thaw      {} → thawed, frozen seconds (again if already thawed)
     POST /sets/<set_id>/state     {state: complete|incomplete, reason}
     POST /service/stop            {timeout} → once monit reports every service job stopped
@@ -155,13 +157,16 @@ def _quiesce(agent: Agent, match: re.Match[str], body: object) -> tuple[HTTPStat
 
 def _set_snapshot(agent: Agent, match: re.Match[str], body: object) -> tuple[HTTPStatus, object]:
     set_id = _set_id(match["set_id"])
-    reader, entries = _body_reader(body, ("set_size", "trigger", "note", "thaw"))
+    reader, entries = _body_reader(body, ("set_size", "trigger", "note", "thaw", "snapshot_id"))
     size = reader.get("set_size").integer(minimum=1, maximum=1000)
     trigger = reader.get("trigger").string(pattern=triggers.SET_TRIGGER, allow_empty=False)
     note = _text(entries, "note")
     thaw = entries["thaw"].boolean() if "thaw" in entries else False
+    claim = ""
+    if "snapshot_id" in entries:
+        claim = entries["snapshot_id"].string(pattern=_SNAPSHOT_ID, allow_empty=False)
     _fail_if(reader)
-    return HTTPStatus.OK, agent.sets.snapshot(set_id, size, trigger, note, thaw)
+    return HTTPStatus.OK, agent.sets.snapshot(set_id, size, trigger, note, thaw, claim)
 
 
 def _thaw(agent: Agent, match: re.Match[str], body: object) -> tuple[HTTPStatus, object]:

@@ -90,12 +90,14 @@ def _take_set(snapshotter: Snapshotter, note: str) -> int:
             f"  {r.member.label} ({r.member.id}): {what}, "
             f"frozen {r.frozen_seconds * 1000:.0f} ms{errors}"
         )
+    for warning in outcome.warnings:
+        print(f"take-snapshot: warning: {warning}")
     if outcome.state != "complete":
         print(f"take-snapshot: set {outcome.set_id} is INCOMPLETE: {outcome.reason}")
         return 1
     print(
-        f"take-snapshot: set {outcome.set_id} complete: {len(taken)} snapshots, "
-        f"longest freeze {outcome.longest_freeze * 1000:.0f} ms"
+        f"take-snapshot: set {outcome.set_id} complete: {len(taken)} snapshots "
+        f"({outcome.cut}), longest freeze {outcome.longest_freeze * 1000:.0f} ms"
     )
     return 0
 

@@ -80,7 +80,8 @@ class Agent:
             "role": role,
             "role_error": role_error,
             "service": self._service_status(),
-            "disk": {"cid": s.disk.cid, "mount": str(s.disk.mount)},
+            # volume_id: what a set's group snapshot gathers (sets/group.py).
+            "disk": {"cid": s.disk.cid, "mount": str(s.disk.mount), "volume_id": s.disk.volume_id},
             "last_snapshots": self._last_snapshots(),
             "set": self.sets.describe(),
             "version": __version__,

@@ -337,6 +337,19 @@ class CinderApi:
             )
         self._checked_version = True
 
+    def add_metadata(
+        self, kind: Literal["snapshot", "volume"], resource_id: str, metadata: Mapping[str, str]
+    ) -> None:
+        """Set these metadata keys (others stay); the same keys written twice are the same
+        keys, so an ambiguous failure is retried."""
+        self.request(
+            "POST",
+            f"/{kind}s/{resource_id}/metadata",
+            f"writing the metadata of {kind} {resource_id}",
+            body={"metadata": dict(metadata)},
+            retry_ambiguous=True,
+        )
+
     def wait(
         self,
         kind: Kind,

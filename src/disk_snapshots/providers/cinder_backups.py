@@ -231,13 +231,7 @@ def _new_volume(
         ("creating", "downloading", "restoring-backup"),
     )
     # A restore writes the backed-up volume's metadata over the new volume's: ours again.
-    api.request(
-        "POST",
-        f"/volumes/{volume_id}/metadata",
-        f"tagging volume {volume_id}",
-        body={"metadata": dict(metadata)},
-        retry_ambiguous=True,
-    )
+    api.add_metadata("volume", volume_id, metadata)
     log.info("volume %s made from %s in %s", volume_id, source_id, done.get("availability_zone"))
     return NewVolume(
         id=volume_id,

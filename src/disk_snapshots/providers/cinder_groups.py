@@ -6,7 +6,8 @@ the moment of one group snapshot, and leave it again: Cinder refuses to delete a
 that is in a group, and BOSH must stay able to delete its disks. Cinder snapshots every
 volume of the group at one instant (with a group type whose
 ``consistent_group_snapshot_enabled`` the backend honours, in one backend operation); the
-member snapshots then get their annotations, each with the set id.
+member snapshots are marked with the set id at once, and each instance then claims its
+own and writes its annotations (sets/group.py); what nobody claims is released.
 
 Cinder deletes a member only with its whole group snapshot, so retention releases members
 one by one (metadata) and the last release deletes the group snapshot.
@@ -20,12 +21,14 @@ from collections.abc import Iterator
 from collections.abc import Mapping
 from collections.abc import Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Any
 
 from disk_snapshots.annotations import TAG_PREFIX
 from disk_snapshots.annotations import Annotations
 from disk_snapshots.catalog import Snapshot
 from disk_snapshots.providers.base import ProviderError
+from disk_snapshots.providers.base import UnknownSnapshot
 from disk_snapshots.providers.cinder_api import CinderApi
 from disk_snapshots.providers.cinder_api import CinderNotFound
 from disk_snapshots.providers.cinder_metadata import MARKER
@@ -34,15 +37,19 @@ from disk_snapshots.providers.cinder_metadata import RELEASED_KEY
 from disk_snapshots.providers.cinder_metadata import check_owner
 from disk_snapshots.providers.cinder_metadata import check_uuid
 from disk_snapshots.providers.cinder_metadata import cinder_volume_id
+from disk_snapshots.providers.cinder_metadata import gib_to_bytes
+from disk_snapshots.providers.cinder_metadata import is_ours
 from disk_snapshots.providers.cinder_metadata import is_released
 from disk_snapshots.providers.cinder_metadata import metadata_dict
 from disk_snapshots.providers.cinder_metadata import metadata_of
+from disk_snapshots.providers.cinder_metadata import timestamp
 from disk_snapshots.providers.group_snapshots import VolumeGroup
 from disk_snapshots.vm.instance import Disk
 
 log = logging.getLogger(__name__)
 
 GROUP_NAME_PREFIX = "disk-snapshots:"
+SET_ID_KEY = TAG_PREFIX + "set_id"
 
 
 def read_volume(api: CinderApi, volume_id: str) -> dict[str, Any]:
@@ -51,6 +58,16 @@ def read_volume(api: CinderApi, volume_id: str) -> dict[str, Any]:
     except CinderNotFound:
         raise ProviderError(f"volume {volume_id} does not exist in this project") from None
     return dict(found["volume"])
+
+
+def read_snapshot(api: CinderApi, snapshot_id: str) -> dict[str, Any]:
+    """A snapshot as Cinder shows it, whoever made it; UnknownSnapshot when absent."""
+    check_uuid(snapshot_id)
+    try:
+        found = api.request("GET", f"/snapshots/{snapshot_id}", f"reading snapshot {snapshot_id}")
+    except CinderNotFound:
+        raise UnknownSnapshot(f"snapshot {snapshot_id} does not exist in this project") from None
+    return dict(found["snapshot"])
 
 
 @contextmanager
@@ -173,32 +190,13 @@ def _update_group(
 
 
 def snapshot_group(
-    api: CinderApi,
-    group: VolumeGroup,
-    members: Sequence[tuple[Disk, Annotations]],
-    *,
-    timeout: float,
-) -> list[Snapshot]:
-    """One group snapshot of every volume in ``group``, returned once Cinder made it."""
-    by_volume = {cinder_volume_id(d): a for d, a in members}
-    if sorted(by_volume) != sorted(group.volume_ids):
-        raise ProviderError(
-            "the members' volumes are not the group's: "
-            f"{sorted(by_volume)} vs {sorted(group.volume_ids)}"
-        )
-    set_ids = {a.set_id for a in by_volume.values()}
-    set_id = set_ids.pop() if len(set_ids) == 1 else ""
+    api: CinderApi, group: VolumeGroup, set_id: str, *, timeout: float
+) -> dict[str, str]:
+    """One group snapshot of every volume in ``group``, once Cinder made it: the member
+    snapshot of each volume (volume id → snapshot id), marked with the set id but not yet
+    annotated (``claim_member`` does that, by the instance whose disk it is)."""
     if not set_id:
-        raise ProviderError("every member of a group snapshot carries one and the same set id")
-    for annotated in by_volume.values():
-        if annotated.deployment != group.deployment:
-            raise ProviderError(
-                f"a member of set {set_id} is annotated with deployment "
-                f"{annotated.deployment!r}, the group is {group.deployment!r}'s"
-            )
-    # Metadata is checked before anything is made: a member Cinder would refuse must not
-    # leave a group snapshot behind.
-    metadata = {volume_id: metadata_of(a) for volume_id, a in by_volume.items()}
+        raise ProviderError("a group snapshot belongs to a set: the set id is empty")
     created = api.request(
         "POST",
         "/group_snapshots",
@@ -213,19 +211,49 @@ def snapshot_group(
     )["group_snapshot"]
     group_snapshot_id = check_uuid(created.get("id"), "group snapshot")
     api.wait("group_snapshot", group_snapshot_id, "available", timeout, ("creating",))
-    taken: list[Snapshot] = []
-    for volume_id, annotated in by_volume.items():
+    pending = {MARKER_KEY: MARKER, SET_ID_KEY: set_id}
+    members: dict[str, str] = {}
+    for volume_id in group.volume_ids:
         member = _member_of(api, volume_id, group_snapshot_id)
-        api.request(
-            "POST",
-            f"/snapshots/{member}/metadata",
-            f"annotating group-snapshot member {member}",
-            body={"metadata": metadata[volume_id]},
-            retry_ambiguous=True,
-        )
-        taken.append(Snapshot(id=member, annotations=annotated, state="completed"))
-    log.info("group snapshot %s of %s: %d members", group_snapshot_id, group.id, len(taken))
-    return taken
+        # Findable by set id (release_member, cleanup) before its instance annotates it.
+        api.add_metadata("snapshot", member, pending)
+        members[volume_id] = member
+    log.info("group snapshot %s of %s: %d members", group_snapshot_id, group.id, len(members))
+    return members
+
+
+def claim_member(
+    api: CinderApi, snapshot_id: str, disk: Disk, annotations: Annotations
+) -> Snapshot:
+    """Annotate the member snapshot of this disk's volume in the set's group snapshot.
+
+    Refused unless the snapshot is of this disk's volume, belongs to a group snapshot,
+    carries the set's id and was not released: an instance annotates its own cut only.
+    """
+    raw = read_snapshot(api, snapshot_id)
+    metadata = metadata_dict(raw)
+    volume_id = cinder_volume_id(disk)
+    problem = ""
+    if raw.get("volume_id") != volume_id:
+        problem = f"it is a snapshot of volume {raw.get('volume_id')}, this disk is {volume_id}"
+    elif not raw.get("group_snapshot_id") or metadata.get(MARKER_KEY) != MARKER:
+        problem = "it is not a member of a disk-snapshots group snapshot"
+    elif metadata.get(SET_ID_KEY) != annotations.set_id:
+        problem = f"it belongs to set {metadata.get(SET_ID_KEY)!r}, not {annotations.set_id!r}"
+    elif is_released(metadata) or raw.get("status") != "available":
+        problem = f"it is {'released' if is_released(metadata) else raw.get('status')!r}"
+    if problem:
+        raise ProviderError(f"snapshot {snapshot_id} is not this disk's cut: {problem}")
+    # The instant of the cut is the group snapshot's, the same for every member.
+    moment = timestamp(raw.get("created_at")) or annotations.created_at
+    annotated = replace(annotations, created_at=moment)
+    api.add_metadata("snapshot", snapshot_id, metadata_of(annotated))
+    return Snapshot(
+        id=snapshot_id,
+        annotations=annotated,
+        state="completed",
+        size_bytes=gib_to_bytes(raw.get("size")),
+    )
 
 
 def _member_of(api: CinderApi, volume_id: str, group_snapshot_id: str) -> str:
@@ -250,15 +278,9 @@ def release_member(api: CinderApi, member: Mapping[str, Any]) -> None:
     """
     snapshot_id = check_uuid(member.get("id"))
     group_snapshot_id = check_uuid(member.get("group_snapshot_id"), "group snapshot")
-    api.request(
-        "POST",
-        f"/snapshots/{snapshot_id}/metadata",
-        f"releasing group-snapshot member {snapshot_id}",
-        body={"metadata": {RELEASED_KEY: "true"}},
-        retry_ambiguous=True,
-    )
-    set_id = metadata_dict(member).get(TAG_PREFIX + "set_id", "")
-    wanted = {MARKER_KEY: MARKER} | ({TAG_PREFIX + "set_id": set_id} if set_id else {})
+    api.add_metadata("snapshot", snapshot_id, {RELEASED_KEY: "true"})
+    set_id = metadata_dict(member).get(SET_ID_KEY, "")
+    wanted = {MARKER_KEY: MARKER} | ({SET_ID_KEY: set_id} if set_id else {})
     siblings = [
         raw
         for page in api.pages(
@@ -287,3 +309,21 @@ def release_member(api: CinderApi, member: Mapping[str, Any]) -> None:
             raise
         return
     log.info("group snapshot %s deleted: every member released", group_snapshot_id)
+
+
+def release_unclaimed(api: CinderApi, snapshot_id: str) -> None:
+    """Release a member no instance claimed (it failed, or never got the request), so the
+    group snapshot goes once its last member does. A claimed member is its instance's to
+    keep or delete, and is left alone."""
+    try:
+        raw = read_snapshot(api, snapshot_id)
+    except UnknownSnapshot:
+        return  # gone already: released is what was asked for
+    metadata = metadata_dict(raw)
+    if metadata.get(MARKER_KEY) != MARKER or not raw.get("group_snapshot_id"):
+        raise ProviderError(
+            f"snapshot {snapshot_id} is not a member of a disk-snapshots group snapshot"
+        )
+    if is_ours(metadata) or is_released(metadata):
+        return
+    release_member(api, raw)

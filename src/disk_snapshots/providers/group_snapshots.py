@@ -3,8 +3,10 @@
 A provider that has it (``openstack-cinder``: Cinder's generic volume groups and group
 snapshots) lets the set coordinator replace N single snapshots by one group snapshot
 taken inside the freeze barrier, so a set is consistent at the application and at the
-storage level. Call ``volume_group`` before the freeze (it may create and fill the group),
-``snapshot_group`` inside it; leaving ``volume_group`` undoes the membership.
+storage level (sets/group.py). The coordinator calls ``volume_group`` before the freeze
+(it may create and fill the group) and ``snapshot_group`` inside it; each member then
+claims its own snapshot (``claim_group_member``, still frozen, so it can tell whether its
+freeze held); leaving ``volume_group`` undoes the membership.
 """
 
 from __future__ import annotations
@@ -37,8 +39,18 @@ class GroupSnapshots(Protocol):
         """The disks' volumes in one group until exit (done before the freeze)."""
         ...
 
-    def snapshot_group(
-        self, group: VolumeGroup, members: Sequence[tuple[Disk, Annotations]]
-    ) -> list[Snapshot]:
-        """One snapshot of every member at one instant, each with its annotations."""
+    def snapshot_group(self, group: VolumeGroup, set_id: str) -> dict[str, str]:
+        """One snapshot of every volume of the group at one instant, marked with the set
+        id: volume id → member snapshot id (taken inside the freeze)."""
+        ...
+
+    def claim_group_member(
+        self, snapshot_id: str, disk: Disk, annotations: Annotations
+    ) -> Snapshot:
+        """This disk's member of the set's group snapshot, with the annotations written;
+        refused for any other snapshot."""
+        ...
+
+    def release_group_member(self, snapshot_id: str) -> None:
+        """Let go of a member nobody claimed; a claimed one is left to its instance."""
         ...

@@ -182,15 +182,7 @@ class OpenstackCinderProvider:
 
     def _ours(self, snapshot_id: str) -> dict[str, Any]:
         """A snapshot of ours as Cinder shows it; UnknownSnapshot for anything else."""
-        check_uuid(snapshot_id)
-        try:
-            raw = self.api.request(
-                "GET", f"/snapshots/{snapshot_id}", f"reading snapshot {snapshot_id}"
-            )["snapshot"]
-        except CinderNotFound:
-            raise UnknownSnapshot(
-                f"snapshot {snapshot_id} does not exist in this project"
-            ) from None
+        raw = cinder_groups.read_snapshot(self.api, snapshot_id)
         metadata = metadata_dict(raw)
         if not is_ours(metadata):
             raise UnknownSnapshot(
@@ -216,13 +208,7 @@ class OpenstackCinderProvider:
         """Rewrite the annotation metadata (every field, so that none goes stale)."""
         raw = self._ours(snapshot_id)
         metadata = metadata_of(annotations)
-        self.api.request(
-            "POST",
-            f"/snapshots/{snapshot_id}/metadata",
-            f"updating the metadata of snapshot {snapshot_id}",
-            body={"metadata": metadata},
-            retry_ambiguous=True,  # the same keys written twice are the same keys
-        )
+        self.api.add_metadata("snapshot", snapshot_id, metadata)
         return self._record({**raw, "metadata": metadata_dict(raw) | metadata})
 
     def delete(self, snapshot_id: str) -> None:
@@ -277,10 +263,16 @@ class OpenstackCinderProvider:
             self.api, disks, deployment, group_type=self.group_type, timeout=self.volume_timeout
         )
 
-    def snapshot_group(
-        self, group: VolumeGroup, members: Sequence[tuple[Disk, Annotations]]
-    ) -> builtins.list[Snapshot]:
-        return cinder_groups.snapshot_group(self.api, group, members, timeout=self.snapshot_timeout)
+    def snapshot_group(self, group: VolumeGroup, set_id: str) -> dict[str, str]:
+        return cinder_groups.snapshot_group(self.api, group, set_id, timeout=self.snapshot_timeout)
+
+    def claim_group_member(
+        self, snapshot_id: str, disk: Disk, annotations: Annotations
+    ) -> Snapshot:
+        return cinder_groups.claim_member(self.api, snapshot_id, disk, annotations)
+
+    def release_group_member(self, snapshot_id: str) -> None:
+        cinder_groups.release_unclaimed(self.api, snapshot_id)
 
     # -- backups and new volumes (the backup tier and the replace restore) ----------------
 

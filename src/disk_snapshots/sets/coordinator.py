@@ -3,6 +3,8 @@
 Quiesce all → snapshot all → thaw all (always, also after errors) → mark every member's
 snapshot ``complete`` only if every member succeeded, else ``incomplete`` with the
 reason. Members work in parallel within each phase; the phases are strictly ordered.
+With a provider that has group snapshots the snapshot phase is one group snapshot that
+each member then claims (sets/group.py); other providers take one snapshot per member.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from collections.abc import Callable
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from dataclasses import field
 from datetime import UTC
 from datetime import datetime
 from typing import Protocol
@@ -30,10 +33,14 @@ from disk_snapshots.members import Member
 from disk_snapshots.members import coordinator
 from disk_snapshots.members import with_myself
 from disk_snapshots.metrics import Metrics
+from disk_snapshots.providers.base import ProviderError
+from disk_snapshots.providers.group_snapshots import GroupSnapshots
 from disk_snapshots.sets.decisions import MemberResult
 from disk_snapshots.sets.decisions import clean_text
 from disk_snapshots.sets.decisions import decide
 from disk_snapshots.sets.decisions import new_set_id
+from disk_snapshots.sets.group import GroupCut
+from disk_snapshots.sets.group import disk_of
 from disk_snapshots.snapshot.snapshotter import Snapshotter
 from disk_snapshots.triggers import set_trigger
 
@@ -47,10 +54,18 @@ class SetError(RuntimeError):
 
 
 class AgentApi(Protocol):
+    def status(self) -> dict[str, object]: ...
+
     def quiesce(self, set_id: str, lease_seconds: int, coordinator: str) -> dict[str, object]: ...
 
     def snapshot_member(
-        self, set_id: str, set_size: int, trigger: str, note: str = "", thaw: bool = False
+        self,
+        set_id: str,
+        set_size: int,
+        trigger: str,
+        note: str = "",
+        thaw: bool = False,
+        claim: str = "",
     ) -> dict[str, object]: ...
 
     def thaw(self, set_id: str) -> dict[str, object]: ...
@@ -65,6 +80,9 @@ class SetOutcome:
     state: SetState
     reason: str
     results: list[MemberResult]
+    # How the storage was cut: "group snapshot" (one for every member) or "per member".
+    cut: str = "per member"
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def longest_freeze(self) -> float:
@@ -93,6 +111,17 @@ class _Steps:
     coordinator: str
     note: str
     clients: dict[str, AgentApi]
+    group: GroupCut | None = None
+
+    def disk(self, r: MemberResult) -> None:
+        if self.group is None:
+            return
+        try:
+            self.group.disks[r.member.id] = disk_of(self.clients[r.member.id].status())
+        except CALL_ERRORS as err:
+            r.errors.append(f"status failed: {_why(err)}")
+        except ProviderError as err:
+            r.errors.append(f"no volume for a group snapshot: {err}")
 
     def quiesce(self, r: MemberResult) -> None:
         try:
@@ -106,8 +135,9 @@ class _Steps:
         # snapshot is its state at that instant whenever it is taken during its freeze,
         # and it may thaw right after its own snapshot without waiting for the others.
         try:
+            claim = self.group.claims.get(r.member.id, "") if self.group else ""
             answer = self.clients[r.member.id].snapshot_member(
-                self.set_id, self.size, self.trigger, self.note, thaw=True
+                self.set_id, self.size, self.trigger, self.note, thaw=True, claim=claim
             )
             r.snapshot_id = str(answer.get("snapshot_id", ""))
             _thawed(r, answer)
@@ -150,13 +180,17 @@ def coordinate(
     coordinator: str,
     note: str = "",
     on_phase: Callable[[str, str], None] | None = None,
+    group: GroupCut | None = None,
 ) -> SetOutcome:
-    """Quiesce all → snapshot all → thaw all (always) → mark all complete or incomplete."""
+    """Quiesce all → snapshot all → thaw all (always) → mark all complete or incomplete.
+
+    With ``group`` the snapshots are one group snapshot, taken once every member is frozen.
+    """
     set_id = new_set_id(name, datetime.now(UTC), secrets.token_hex(3))
     trigger = set_trigger(name)
     results = [MemberResult(m) for m in members]
     clients = {m.id: connect(m) for m in members}
-    steps = _Steps(set_id, trigger, len(members), lease_seconds, coordinator, note, clients)
+    steps = _Steps(set_id, trigger, len(members), lease_seconds, coordinator, note, clients, group)
 
     def phase(label: str, work: Callable[[MemberResult], None], chosen: list[MemberResult]) -> None:
         _each(work, chosen)
@@ -164,18 +198,56 @@ def coordinate(
             on_phase(label, set_id)
 
     log.info("set %s: %d member(s), lease %ds", set_id, len(members), lease_seconds)
+    warnings: list[str] = []
     try:
-        phase("quiesced", steps.quiesce, results)
-        phase("snapshotted", steps.snapshot, [r for r in results if r.quiesced])
+        if group is None:
+            phase("quiesced", steps.quiesce, results)
+            phase("snapshotted", steps.snapshot, [r for r in results if r.quiesced])
+        else:
+            _group_phases(group, steps, results, phase)
     finally:
         # Every member not known to be thawed, not just those that said "frozen": a
         # quiesce that timed out on our side may still have frozen its disk.
         phase("thawed", steps.thaw, [r for r in results if not r.thawed])
-    state, reason = _mark(results, steps, *decide(results))
+        if group is not None:
+            warnings = group.scatter()
+    if group is not None:
+        warnings += group.release_unclaimed({r.snapshot_id for r in results})
+    state, reason = decide(results)
+    if group is not None and group.failure:
+        state, reason = "incomplete", group.failure
+    state, reason = _mark(results, steps, state, reason)
     if on_phase is not None:
         on_phase("marked", set_id)
+    for warning in warnings:
+        log.warning("set %s: %s", set_id, warning)
     log.info("set %s: %s%s", set_id, state, f" ({reason})" if reason else "")
-    return SetOutcome(set_id, trigger, state, reason, results)
+    cut = "group snapshot" if group is not None else "per member"
+    return SetOutcome(set_id, trigger, state, reason, results, cut, warnings)
+
+
+def _group_phases(
+    group: GroupCut,
+    steps: _Steps,
+    results: list[MemberResult],
+    phase: Callable[[str, Callable[[MemberResult], None], list[MemberResult]], None],
+) -> None:
+    """Volumes → group (before any freeze) → quiesce → one group snapshot → claims."""
+    _each(steps.disk, results)
+    if any(r.errors for r in results):
+        group.failure = "no group snapshot: not every member named its volume"
+        return
+    gathered = group.gather([r.member for r in results])
+    if gathered is None:
+        return
+    phase("quiesced", steps.quiesce, results)
+    unfrozen = [r for r in results if not r.quiesced]
+    if unfrozen:
+        why = decide(unfrozen)[1]
+        group.failure = clean_text(f"{why}; no group snapshot without every member frozen")
+    else:
+        group.take(gathered, steps.set_id, [r.member for r in results])
+    phase("snapshotted", steps.snapshot, [r for r in results if r.member.id in group.claims])
 
 
 def _mark(
@@ -214,6 +286,8 @@ def run_set(
     except TlsSetupError as err:
         raise SetError(str(err)) from None
     spec = config.spec
+    provider = snapshotter.provider
+    group = GroupCut(provider, spec.deployment) if isinstance(provider, GroupSnapshots) else None
     return coordinate(
         with_myself(config),
         lambda member: AgentClient(member.address, member.port, context),
@@ -222,6 +296,7 @@ def run_set(
         coordinator=f"{spec.name}/{spec.index} ({spec.id})",
         note=note,
         on_phase=on_phase,
+        group=group,
     )
 
 
@@ -252,10 +327,11 @@ def run_set_schedule(snapshotter: Snapshotter, schedule: Schedule, metrics: Metr
         metrics, started=started, frozen_seconds=outcome.longest_freeze, schedule=schedule.name
     )
     log.info(
-        "schedule %s: set %s complete, %d members, longest freeze %.3fs",
+        "schedule %s: set %s complete, %d members (%s), longest freeze %.3fs",
         schedule.name,
         outcome.set_id,
         len(outcome.results),
+        outcome.cut,
         outcome.longest_freeze,
     )
     return True

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Literal
 
 from disk_snapshots import metrics as m
+from disk_snapshots.annotations import Annotations
 from disk_snapshots.annotations import Role
 from disk_snapshots.annotations import SetState
 from disk_snapshots.catalog import Query
@@ -42,6 +43,7 @@ from disk_snapshots.member_errors import Conflict
 from disk_snapshots.member_errors import NotFound
 from disk_snapshots.metrics import Metrics
 from disk_snapshots.providers.base import ProviderError
+from disk_snapshots.providers.group_snapshots import GroupSnapshots
 from disk_snapshots.sets.decisions import clean_text
 from disk_snapshots.sets.decisions import decision_window
 from disk_snapshots.snapshot.quiesce import FlushRefused
@@ -271,15 +273,35 @@ class SetMember:
         log.warning("set %s: marked %s incomplete: %s", session.set_id, snapshot.id, reason)
 
     def snapshot(
-        self, set_id: str, set_size: int, trigger: str, note: str, thaw: bool = False
+        self,
+        set_id: str,
+        set_size: int,
+        trigger: str,
+        note: str,
+        thaw: bool = False,
+        claim: str = "",
     ) -> dict[str, object]:
-        """This member's snapshot of the set; with ``thaw``, thawed right after it."""
-        answer = self._snapshot(set_id, set_size, trigger, note)
+        """This member's snapshot of the set; with ``thaw``, thawed right after it. With
+        ``claim``, the coordinator took one group snapshot of every member (sets/group.py):
+        this disk's member snapshot ``claim`` is annotated instead of a snapshot taken."""
+        answer = self._snapshot(set_id, set_size, trigger, note, claim)
         if thaw:
             answer |= self.thaw(set_id)
         return answer
 
-    def _snapshot(self, set_id: str, set_size: int, trigger: str, note: str) -> dict[str, object]:
+    def _take(self, annotations: Annotations, claim: str) -> Snapshot:
+        s = self.snapshotter
+        if not claim:
+            return s.provider.snapshot(s.disk, annotations)
+        if not isinstance(s.provider, GroupSnapshots):
+            raise ProviderError(
+                f"the {s.provider.name} provider of this instance has no group snapshots to claim"
+            )
+        return s.provider.claim_group_member(claim, s.disk, annotations)
+
+    def _snapshot(
+        self, set_id: str, set_size: int, trigger: str, note: str, claim: str
+    ) -> dict[str, object]:
         session = self._session(set_id)
         with session.lock:
             if session.state != "frozen":
@@ -301,7 +323,7 @@ class SetMember:
                 set_id=set_id,
                 set_size=set_size,
             )
-            taken = s.provider.snapshot(s.disk, annotations)
+            taken = self._take(annotations, claim)
         except (ProviderError, OSError, ValueError) as err:
             with session.lock:
                 session.state = "frozen" if session.state == "snapshotting" else session.state
@@ -327,9 +349,10 @@ class SetMember:
         return {
             "set_id": set_id,
             "snapshot_id": taken.id,
-            "consistency": annotations.consistency,
-            "role": annotations.role,
-            "created_at": annotations.created_at.isoformat(),
+            "consistency": taken.annotations.consistency,
+            "role": taken.annotations.role,
+            # A claimed member's is the group snapshot's instant, not this request's.
+            "created_at": taken.annotations.created_at.isoformat(),
         }
 
     def thaw(self, set_id: str) -> dict[str, object]:
