@@ -9,6 +9,7 @@ volume's only snapshot at that moment; the API calls are the same for any snapsh
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -69,11 +70,11 @@ def test_full_then_incremental_backup_restores_what_was_written(
     with pytest.raises(ProviderError, match="Incremental backups exist"):
         provider.delete_backup(full.id)
 
-    restored = provider.volume_from_backup(incremental.id, "nova")
-    assert restored.availability_zone == "nova"
-    assert volume_files.read(restored.id, 0, len(first)) == first
-    assert volume_files.read(restored.id, 8 * MIB, len(second)) == second
-    metadata = admin.volume(restored.id)["metadata"]
+    restored = provider.create_disk_from_backup(incremental.id, disk_of(volume_id), {})
+    assert (restored.zone, restored.snapshot_id, restored.size_mib) == ("nova", after.id, 1024)
+    assert volume_files.read(restored.cid, 0, len(first)) == first
+    assert volume_files.read(restored.cid, 8 * MIB, len(second)) == second
+    metadata = admin.volume(restored.cid)["metadata"]
     assert metadata["disk-snapshots:source_backup"] == incremental.id
     assert metadata["disk-snapshots:source_snapshot"] == after.id
     assert metadata["disk-snapshots:deployment"] == deployment
@@ -86,37 +87,43 @@ def test_full_then_incremental_backup_restores_what_was_written(
     assert admin.gone("backup", full.id)
 
 
-def test_a_volume_from_a_snapshot_holds_the_snapshot_not_later_writes(
+def test_a_disk_from_a_snapshot_holds_the_snapshot_not_later_writes(
     provider: OpenstackCinderProvider, admin: Admin, deployment: str, volume_files: VolumeFiles
 ) -> None:
-    volume_id = admin.create_volume(deployment)
+    """The replace restore's new disk: the promoted leader's snapshot, made for another
+    instance, in the zone of that instance's volume (``like``). The test Cinder has one
+    zone (nova), so only the zone's being passed on is checked, not a choice between two."""
+    promoted = admin.create_volume(deployment)
     written = os.urandom(128 * 1024)
-    volume_files.write(volume_id, written, MIB)
+    volume_files.write(promoted, written, MIB)
     taken = provider.snapshot(
-        disk_of(volume_id), sample_annotations(deployment=deployment, disk_cid=volume_id)
+        disk_of(promoted), sample_annotations(deployment=deployment, disk_cid=promoted)
     )
-    volume_files.write(volume_id, b"\xff" * len(written), MIB)  # after the snapshot
+    volume_files.write(promoted, b"\xff" * len(written), MIB)  # after the snapshot
+    leader = admin.create_volume(deployment, availability_zone="nova")
 
-    made = provider.volume_from_snapshot(taken.id, "nova")
-    assert made.source_id == taken.id
-    assert made.size_bytes == 2**30
-    assert volume_files.read(made.id, MIB, len(written)) == written
-    volume = admin.volume(made.id)
-    assert volume["status"] == "available"
-    assert volume["availability_zone"] == "nova"
-    assert volume["metadata"]["disk-snapshots:source_snapshot"] == taken.id
-    assert volume["metadata"]["disk-snapshots:instance_group"] == "redis-leader"
-
-
-def test_a_zone_cinder_does_not_have_is_reported(
-    provider: OpenstackCinderProvider, admin: Admin, deployment: str
-) -> None:
-    volume_id = admin.create_volume(deployment)
-    taken = provider.snapshot(
-        disk_of(volume_id), sample_annotations(deployment=deployment, disk_cid=volume_id)
+    labels = {"disk-snapshots:restore_id": "restore-20261202T1800Z-ab12", "note": "x" * 300}
+    with pytest.raises(ProviderError, match="Cinder keeps at most 255"):
+        provider.create_disk(taken.id, disk_of(leader), labels)
+    labels["note"] = "made for the restore of redis-leader/0"
+    made = provider.create_disk(taken.id, disk_of(leader), labels)
+    assert (made.snapshot_id, made.size_mib, made.zone) == (taken.id, 1024, "nova")
+    assert volume_files.read(made.cid, MIB, len(written)) == written
+    volume = admin.volume(made.cid)
+    assert (volume["status"], volume["availability_zone"], volume["attachments"]) == (
+        "available",
+        "nova",
+        [],
     )
-    with pytest.raises(ProviderError, match=r"creating a volume from .*: Cinder refused: HTTP 400"):
-        provider.volume_from_snapshot(taken.id, "no-such-zone")
+    metadata = volume["metadata"]
+    assert metadata["disk-snapshots:source_snapshot"] == taken.id
+    assert metadata["disk-snapshots:instance_group"] == "redis-leader"
+    assert metadata["disk-snapshots:restore_id"] == "restore-20261202T1800Z-ab12"
+    assert metadata["note"] == "made for the restore of redis-leader/0"
+    # The first attempt was refused before Cinder was asked: no other volume was made.
+    source = json.dumps({"disk-snapshots:source_snapshot": taken.id})
+    made_from = admin.call("GET", "/volumes/detail", params={"metadata": source})["volumes"]
+    assert [v["id"] for v in made_from] == [made.cid]
 
 
 def test_backups_that_are_not_ours_are_refused(
@@ -128,7 +135,7 @@ def test_backups_that_are_not_ours_are_refused(
     with pytest.raises(UnknownSnapshot, match="not made by disk-snapshots"):
         provider.delete_backup(theirs["id"])
     with pytest.raises(UnknownSnapshot, match="not made by disk-snapshots"):
-        provider.volume_from_backup(theirs["id"])
+        provider.create_disk_from_backup(theirs["id"], disk_of(volume_id), {})
     assert theirs["id"] not in {b.id for b in provider.backups()}
     with pytest.raises(UnknownSnapshot, match="does not exist"):
         provider.get_backup("00000000-0000-4000-8000-000000000000")

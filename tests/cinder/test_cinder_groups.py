@@ -100,8 +100,8 @@ def test_one_group_snapshot_of_three_volumes_with_one_set_id(
     assert {s.annotations.set_size for s in listed} == {3}
     # Each member holds its own volume's data: a new volume from one shows it.
     first = next(s for s in taken if s.annotations.index == 0)
-    restored = provider.volume_from_snapshot(first.id)
-    assert volume_files.read(restored.id, 0, 4096) == contents[volumes[0]]
+    restored = provider.create_disk(first.id, disks[1], {})
+    assert volume_files.read(restored.cid, 0, 4096) == contents[volumes[0]]
 
 
 def test_members_are_deleted_together_when_the_last_is_released(

@@ -13,6 +13,7 @@ import pytest
 from disk_snapshots.annotations import Annotations
 from disk_snapshots.catalog import Query
 from disk_snapshots.providers import make_provider as provider_for
+from disk_snapshots.providers.base import CreatesDisks
 from disk_snapshots.providers.base import ProviderError
 from disk_snapshots.providers.base import UnknownSnapshot
 from disk_snapshots.providers.cinder_metadata import MARKER_KEY
@@ -144,7 +145,11 @@ def test_refuses_a_snapshot_without_our_metadata(
         json={"snapshot": {"volume_id": volume_id, "force": True, "metadata": {"a": "b"}}},
     )["snapshot"]["id"]
     admin.wait("snapshot", foreign)
-    for attempt in (provider.get, provider.delete, provider.volume_from_snapshot, provider.backup):
+
+    def create_disk(snapshot_id: str) -> object:
+        return provider.create_disk(snapshot_id, disk_of(volume_id), {})
+
+    for attempt in (provider.get, provider.delete, create_disk, provider.backup):
         with pytest.raises(UnknownSnapshot, match="not taken by disk-snapshots"):
             attempt(foreign)
     assert admin.snapshot(foreign)["status"] == "available"
@@ -179,6 +184,9 @@ def test_delete_removes_only_ours(
 def test_copy_restore_is_refused_with_the_way_that_works(
     provider: OpenstackCinderProvider,
 ) -> None:
+    # Said up front, so that a restore refuses copy before it stops anything.
+    assert provider.can_materialize is False
+    assert isinstance(provider, CreatesDisks)
     with pytest.raises(ProviderError, match="--method replace"):
         provider.materialize("00000000-0000-4000-8000-000000000000", "nova")
 

@@ -52,6 +52,7 @@ class FakeService:
 class FakeProvider:
     snapshots: dict[str, Snapshot] = field(default_factory=dict)
     name: str = "fake"
+    can_materialize: bool = True
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def prepare(self, disk: Disk) -> None:

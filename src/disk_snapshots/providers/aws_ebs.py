@@ -107,6 +107,7 @@ class BackupCopy:
 
 class AwsEbsProvider:
     name = "aws-ebs"
+    can_materialize = True
 
     def __init__(
         self,

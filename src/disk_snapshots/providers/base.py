@@ -25,6 +25,9 @@ class UnknownSnapshot(ProviderError):
 
 class Provider(Protocol):
     name: str
+    # Whether ``materialize`` can work here, so that a copy restore is refused before it
+    # stops any service (openstack-cinder: attaching a volume to the VM is Nova's job).
+    can_materialize: bool
 
     def prepare(self, disk: Disk) -> None:
         """Called just before the freeze: flush what can be flushed while writes still go on."""

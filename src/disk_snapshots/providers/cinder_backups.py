@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from contextlib import suppress
 from dataclasses import dataclass
+from dataclasses import replace
 from datetime import UTC
 from datetime import datetime
 from typing import Any
@@ -21,6 +23,7 @@ from disk_snapshots.annotations import Annotations
 from disk_snapshots.catalog import Query
 from disk_snapshots.catalog import Snapshot
 from disk_snapshots.catalog import State
+from disk_snapshots.providers.base import NewDisk
 from disk_snapshots.providers.base import ProviderError
 from disk_snapshots.providers.base import UnknownSnapshot
 from disk_snapshots.providers.cinder_api import CinderApi
@@ -32,6 +35,7 @@ from disk_snapshots.providers.cinder_metadata import SOURCE_SNAPSHOT_KEY
 from disk_snapshots.providers.cinder_metadata import carried_metadata
 from disk_snapshots.providers.cinder_metadata import check_uuid
 from disk_snapshots.providers.cinder_metadata import display_name
+from disk_snapshots.providers.cinder_metadata import fitted
 from disk_snapshots.providers.cinder_metadata import gib_to_bytes
 from disk_snapshots.providers.cinder_metadata import is_going
 from disk_snapshots.providers.cinder_metadata import is_ours
@@ -55,16 +59,6 @@ class Backup:
     size_bytes: int | None
     created_at: datetime | None
     availability_zone: str
-
-
-@dataclass(frozen=True)
-class NewVolume:
-    """A volume made from a snapshot or a backup: available, attached nowhere."""
-
-    id: str
-    availability_zone: str
-    size_bytes: int | None
-    source_id: str
 
 
 def create_backup(
@@ -177,30 +171,48 @@ def delete_backup(api: CinderApi, backup_id: str) -> None:
 
 
 def volume_from_snapshot(
-    api: CinderApi, snapshot: Mapping[str, Any], az: str, *, timeout: float
-) -> NewVolume:
+    api: CinderApi,
+    snapshot: Mapping[str, Any],
+    zone: str,
+    labels: Mapping[str, str],
+    *,
+    timeout: float,
+) -> NewDisk:
     """A new volume holding one of our snapshots' data."""
     snapshot_id = check_uuid(snapshot.get("id"))
     if state_of(snapshot.get("status")) != "completed":
         raise ProviderError(f"snapshot {snapshot_id} is {snapshot.get('status')!r}: no volume made")
     metadata = metadata_dict(snapshot)
     source = {"snapshot_id": snapshot_id, "size": snapshot.get("size")}
-    ours = carried_metadata(metadata) | {MARKER_KEY: MARKER, SOURCE_SNAPSHOT_KEY: snapshot_id}
-    return _new_volume(api, source, Annotations.from_tags(metadata), ours, az, timeout)
+    ours = {MARKER_KEY: MARKER, SOURCE_SNAPSHOT_KEY: snapshot_id}
+    annotations = Annotations.from_tags(metadata)
+    return _new_volume(
+        api, source, annotations, carried_metadata(metadata) | dict(labels) | ours, zone, timeout
+    )
 
 
-def volume_from_backup(api: CinderApi, backup_id: str, az: str, *, timeout: float) -> NewVolume:
+def volume_from_backup(
+    api: CinderApi, backup_id: str, zone: str, labels: Mapping[str, str], *, timeout: float
+) -> NewDisk:
     """A new volume restored from one of our backups (API 3.47)."""
     raw = read_backup(api, backup_id)
     backup = backup_record(raw)
     if backup.state != "completed":
         raise ProviderError(f"backup {backup_id} is {raw.get('status')!r}: no volume made")
     metadata = metadata_dict(raw)
-    ours = carried_metadata(metadata) | {MARKER_KEY: MARKER, SOURCE_BACKUP_KEY: backup_id}
+    ours = {MARKER_KEY: MARKER, SOURCE_BACKUP_KEY: backup_id}
     if backup.snapshot_id:
         ours[SOURCE_SNAPSHOT_KEY] = backup.snapshot_id
     source = {"backup_id": backup_id, "size": raw.get("size")}
-    return _new_volume(api, source, backup.annotations, ours, az, timeout)
+    made = _new_volume(
+        api,
+        source,
+        backup.annotations,
+        carried_metadata(metadata) | dict(labels) | ours,
+        zone,
+        timeout,
+    )
+    return replace(made, snapshot_id=backup.snapshot_id)
 
 
 def _new_volume(
@@ -208,34 +220,43 @@ def _new_volume(
     source: Mapping[str, Any],
     annotations: Annotations,
     metadata: Mapping[str, str],
-    az: str,
+    zone: str,
     timeout: float,
-) -> NewVolume:
+) -> NewDisk:
+    """``POST /volumes`` from the source, in ``zone``, waited until available. A volume that
+    never gets there is deleted again, so a failed restore leaves no volume behind."""
     source_id = str(source.get("snapshot_id") or source.get("backup_id"))
+    metadata = fitted(metadata)
     request = {k: v for k, v in source.items() if v is not None} | {
         "name": f"disk-snapshots restore of {annotations.instance} from {source_id}"[:255],
         "description": f"made by disk-snapshots from {source_id}",
-        "metadata": dict(metadata),
+        "metadata": metadata,
     }
-    if az:
-        request["availability_zone"] = az
+    if zone:
+        request["availability_zone"] = zone
     created = api.request(
         "POST", "/volumes", f"creating a volume from {source_id}", body={"volume": request}
     )["volume"]
     volume_id = check_uuid(created.get("id"), "volume")
-    done = api.wait(
-        "volume",
-        volume_id,
-        "available",
-        timeout,
-        ("creating", "downloading", "restoring-backup"),
-    )
+    try:
+        done = api.wait(
+            "volume",
+            volume_id,
+            "available",
+            timeout,
+            ("creating", "downloading", "restoring-backup"),
+        )
+    except ProviderError:
+        with suppress(ProviderError):
+            api.request("DELETE", f"/volumes/{volume_id}", f"deleting failed volume {volume_id}")
+        raise
     # A restore writes the backed-up volume's metadata over the new volume's: ours again.
     api.add_metadata("volume", volume_id, metadata)
     log.info("volume %s made from %s in %s", volume_id, source_id, done.get("availability_zone"))
-    return NewVolume(
-        id=volume_id,
-        availability_zone=str(done.get("availability_zone") or ""),
-        size_bytes=gib_to_bytes(done.get("size")),
-        source_id=source_id,
+    size = gib_to_bytes(done.get("size"))
+    return NewDisk(
+        cid=volume_id,
+        size_mib=size // 2**20 if size else 0,
+        zone=str(done.get("availability_zone") or ""),
+        snapshot_id=source_id,
     )

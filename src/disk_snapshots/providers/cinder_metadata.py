@@ -72,19 +72,27 @@ def display_name(a: Annotations) -> str:
     return f"{a.deployment}/{a.instance_group}/{a.index} {a.trigger} {moment}"[:MAX_METADATA_VALUE]
 
 
+def fitted(metadata: Mapping[str, str]) -> dict[str, str]:
+    """Metadata Cinder keeps (255 characters a key or value): free text is cut to fit,
+    anything else that does not fit is refused."""
+    fit: dict[str, str] = {}
+    for key, value in metadata.items():
+        if len(key) > MAX_METADATA_VALUE:
+            raise ProviderError(f"metadata key {key[:40]!r}... is longer than Cinder keeps")
+        if len(value) > MAX_METADATA_VALUE:
+            if key not in TRUNCATABLE:
+                raise ProviderError(
+                    f"annotation {key} is {len(value)} characters long; Cinder keeps at most "
+                    f"{MAX_METADATA_VALUE}"
+                )
+            value = value[: MAX_METADATA_VALUE - 1] + "…"
+        fit[key] = value
+    return fit
+
+
 def metadata_of(annotations: Annotations) -> dict[str, str]:
     """The annotations as Cinder metadata, with our marker."""
-    metadata = annotations.to_tags()
-    for key, value in metadata.items():
-        if len(value) <= MAX_METADATA_VALUE:
-            continue
-        if key not in TRUNCATABLE:
-            raise ProviderError(
-                f"annotation {key} is {len(value)} characters long; Cinder keeps at most "
-                f"{MAX_METADATA_VALUE}"
-            )
-        metadata[key] = value[: MAX_METADATA_VALUE - 1] + "…"
-    return metadata | {MARKER_KEY: MARKER}
+    return fitted(annotations.to_tags()) | {MARKER_KEY: MARKER}
 
 
 def carried_metadata(metadata: Mapping[str, str]) -> dict[str, str]:

@@ -90,6 +90,7 @@ def _write_atomically(path: Path, text: str) -> None:
 
 class LoopbackProvider:
     name = "loopback"
+    can_materialize = True
 
     def __init__(self, pool: Path) -> None:
         self.pool = pool

@@ -36,12 +36,12 @@ from disk_snapshots.catalog import Query
 from disk_snapshots.catalog import Snapshot
 from disk_snapshots.catalog import select
 from disk_snapshots.openstack_settings import OpenstackSettings
+from disk_snapshots.providers.base import NewDisk
 from disk_snapshots.providers.base import ProviderError
 from disk_snapshots.providers.base import UnknownSnapshot
 from disk_snapshots.providers.cinder_api import CinderApi
 from disk_snapshots.providers.cinder_api import CinderNotFound
 from disk_snapshots.providers.cinder_backups import Backup
-from disk_snapshots.providers.cinder_backups import NewVolume
 from disk_snapshots.providers.cinder_metadata import MARKER
 from disk_snapshots.providers.cinder_metadata import MARKER_KEY
 from disk_snapshots.providers.cinder_metadata import SCHEMA_KEY
@@ -65,6 +65,8 @@ log = logging.getLogger(__name__)
 
 class OpenstackCinderProvider:
     name = "openstack-cinder"
+    # A copy restore needs the new volume attached to this VM: Nova's job (materialize).
+    can_materialize = False
 
     def __init__(
         self,
@@ -294,14 +296,25 @@ class OpenstackCinderProvider:
     def delete_backup(self, backup_id: str) -> None:
         cinder_backups.delete_backup(self.api, backup_id)
 
-    def volume_from_snapshot(self, snapshot_id: str, az: str = "") -> NewVolume:
-        """A new volume holding the snapshot's data, in ``az`` (default: the source's zone)."""
+    def create_disk(self, snapshot_id: str, like: Disk, labels: Mapping[str, str]) -> NewDisk:
+        """A new volume holding the snapshot, for ``bosh attach-disk`` (the replace restore):
+        in the availability zone of ``like`` (this instance's volume, so Nova can attach it
+        to this VM), with the snapshot's annotations, ``labels`` and our marker as metadata;
+        returned once available, deleted again if it never is."""
+        zone = self._zone_of(like)
         return cinder_backups.volume_from_snapshot(
-            self.api, self._ours(snapshot_id), az, timeout=self.volume_timeout
+            self.api, self._ours(snapshot_id), zone, labels, timeout=self.volume_timeout
         )
 
-    def volume_from_backup(self, backup_id: str, az: str = "") -> NewVolume:
-        """A new volume restored from a backup of ours, in ``az``."""
+    def create_disk_from_backup(
+        self, backup_id: str, like: Disk, labels: Mapping[str, str]
+    ) -> NewDisk:
+        """The same from one of our backups, when the snapshot itself is gone."""
+        zone = self._zone_of(like)
         return cinder_backups.volume_from_backup(
-            self.api, backup_id, az, timeout=self.volume_timeout
+            self.api, backup_id, zone, labels, timeout=self.volume_timeout
         )
+
+    def _zone_of(self, disk: Disk) -> str:
+        volume = cinder_groups.read_volume(self.api, cinder_volume_id(disk))
+        return str(volume.get("availability_zone") or "")
