@@ -287,6 +287,9 @@ OPERATOR_VARS = {
     "openstack_password": "not-a-real-password",
     "disk_snapshots_release_dir": "/tmp/disk-snapshots",
     "restore_target": "time:2026-11-29T08:00:00Z",
+    # manifests/local/operations/openstack-cinder.yml: the Cinder zone and group type
+    "az": "nova",
+    "cinder_group_type": "consistent-snapshots",
     # manifests/local/operations/aws-ebs.yml: the moto server a test starts
     "aws_endpoint": "http://127.0.0.1:5000",
     "aws_instance_id": "i-0123456789abcdef0",

@@ -38,6 +38,9 @@ from localbosh.agent import AgentError
 from localbosh.agent import Identity
 from localbosh.agent import RenderedJob
 from localbosh.agent import in_parallel
+from localbosh.cinder import CinderError
+from localbosh.cinder import CinderSettings
+from localbosh.cinder import Volumes as CinderVolumes
 from localbosh.deployment import Group
 from localbosh.deployment import ManifestError
 from localbosh.deployment import configuration_hash
@@ -95,6 +98,7 @@ class Director:
         self.out = out or sys.stdout
         self.pool = Pool(layout)
         self.volumes = Volumes(layout.root)
+        self.cinder_volumes = CinderVolumes(layout.root)
         self.started = time.monotonic()
         self._print_lock = threading.Lock()
         # Instances are deleted, and post-deploy and errands run, in parallel threads.
@@ -161,12 +165,15 @@ class Director:
         self.agent(dep, inst).write_settings(env, disks, volumes)
 
     def _volume(self, dep: DeploymentState, inst: InstanceState, cid: str) -> str | None:
-        """The disk's EBS volume (localbosh.ec2), created the first time a VM gets the disk."""
+        """The disk's EBS volume (localbosh.ec2) or Cinder volume (localbosh.cinder),
+        created the first time a VM gets the disk."""
         try:
             settings = Ec2Settings.from_manifest(dep.manifest)
-            known = self.volumes.volume_id(cid)
-            if settings is None or known:
+            known = self.volumes.volume_id(cid) or self.cinder_volumes.volume_id(cid)
+            if known:
                 return known
+            if settings is None:
+                return self._cinder_volume(dep, inst, cid)
             volume_id = self.volumes.ensure(
                 settings,
                 cid,
@@ -177,6 +184,25 @@ class Director:
         except Ec2Error as exc:
             raise DirectorError(f"{inst.name}: {exc}") from exc
         self.log(f"Creating EBS volume {volume_id} in {settings.zone(inst.az)} for disk {cid}")
+        return volume_id
+
+    def _cinder_volume(self, dep: DeploymentState, inst: InstanceState, cid: str) -> str | None:
+        try:
+            settings = CinderSettings.from_manifest(dep.manifest)
+            if settings is None:
+                return None
+            metadata = {
+                "deployment": dep.name,
+                "instance_group": inst.group,
+                "instance_index": str(inst.index),
+                "director": "localbosh",
+            }
+            volume_id, zone = self.cinder_volumes.ensure(
+                settings, cid, inst.disk_size, inst.az, metadata
+            )
+        except CinderError as exc:
+            raise DirectorError(f"{inst.name}: {exc}") from exc
+        self.log(f"Creating Cinder volume {volume_id} in {zone or 'the default zone'} for {cid}")
         return volume_id
 
     # -- desired state ----------------------------------------------------------------
@@ -655,10 +681,13 @@ class Director:
                 # The volume first: if EC2 fails, the orphan stays listed for a retry.
                 try:
                     volume_id = self.volumes.delete(orphan["disk_cid"])
-                except Ec2Error as exc:
+                    cinder_volume = self.cinder_volumes.delete(orphan["disk_cid"])
+                except (Ec2Error, CinderError) as exc:
                     raise DirectorError(str(exc)) from exc
                 if volume_id:
                     self.log(f"Deleting EBS volume {volume_id} of disk {orphan['disk_cid']}")
+                if cinder_volume:
+                    self.log(f"Deleting Cinder volume {cinder_volume} of {orphan['disk_cid']}")
                 self.pool.delete(orphan["disk_cid"])
                 self.log(f"Deleting orphaned disk {orphan['disk_cid']}")
             self.layout.orphans.unlink(missing_ok=True)

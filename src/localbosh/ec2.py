@@ -24,17 +24,14 @@ keys: the endpoint is meant to be an emulator, never a real account.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import json
-import os
 import re
-from collections.abc import Iterator
 from collections.abc import Mapping
 from dataclasses import dataclass
 from dataclasses import field
 from pathlib import Path
 from typing import Any
+
+from localbosh.volume_registry import Registry
 
 REGISTRY = "ec2-volumes.json"
 DUMMY_KEY = "localbosh"
@@ -99,33 +96,10 @@ class Volumes:
     """Disk CID -> its EBS volume, created with the disk and deleted with it."""
 
     def __init__(self, root: Path) -> None:
-        self.path = root / REGISTRY
-
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[dict[str, dict[str, str]]]:
-        """The registry, read and written back under a lock (deployments run concurrently)."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path.with_suffix(".lock"), os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            entries: dict[str, dict[str, str]] = (
-                json.loads(self.path.read_text()) if self.path.exists() else {}
-            )
-            before = json.dumps(entries, sort_keys=True)
-            yield entries
-            if json.dumps(entries, sort_keys=True) != before:
-                tmp = self.path.with_suffix(".tmp")
-                tmp.write_text(json.dumps(entries, indent=2, sort_keys=True))
-                tmp.replace(self.path)
-        finally:
-            os.close(fd)
+        self.registry = Registry(root / REGISTRY)
 
     def volume_id(self, cid: str) -> str | None:
-        if not self.path.exists():
-            return None
-        entries = json.loads(self.path.read_text())
-        entry = entries.get(cid)
-        return str(entry["volume_id"]) if entry else None
+        return self.registry.volume_id(cid)
 
     def ensure(
         self,
@@ -136,7 +110,7 @@ class Volumes:
         tags: Mapping[str, str],
     ) -> str:
         """The volume of disk `cid`, created (CreateVolume, sized like the disk) if it has none."""
-        with self._locked() as entries:
+        with self.registry.locked() as entries:
             if cid in entries:
                 return entries[cid]["volume_id"]
             zone = settings.zone(az)
@@ -173,7 +147,7 @@ class Volumes:
 
     def delete(self, cid: str) -> str | None:
         """Delete the volume of disk `cid` (DeleteVolume); a volume already gone is fine."""
-        with self._locked() as entries:
+        with self.registry.locked() as entries:
             entry = entries.get(cid)
             if entry is None:
                 return None

@@ -17,22 +17,13 @@ from support.cinder import Admin
 from support.cinder import CinderLocal
 from support.cinder import MakeProvider
 from support.cinder import VolumeFiles
+from support.cinder import for_this_session
 from support.cinder import noauth_settings
-from support.cinder import read_env
-from support.cinder import started
-from support.cinder import unavailable_reason
 
 
 @pytest.fixture(scope="session")
 def cinder_local() -> Iterator[CinderLocal]:
-    given = os.environ.get("CINDER_LOCAL_ENV")
-    if given:
-        yield read_env(Path(given))
-        return
-    reason = unavailable_reason()
-    if reason:
-        pytest.skip(f"no real Cinder: {reason}")
-    with started(Path(f"/var/lib/cinder-local-pytest-{os.getpid()}")) as cinder:
+    with for_this_session() as cinder:
         yield cinder
 
 

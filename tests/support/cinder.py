@@ -109,6 +109,23 @@ def started(base: Path) -> Iterator[CinderLocal]:
         subprocess.run([str(SCRIPT), "stop"], env=env, capture_output=True, text=True)
 
 
+@contextmanager
+def for_this_session() -> Iterator[CinderLocal]:
+    """The Cinder scripts/test started (CINDER_LOCAL_ENV), else one of this session's own;
+    a skip saying why when neither can be had."""
+    import pytest
+
+    given = os.environ.get("CINDER_LOCAL_ENV")
+    if given:
+        yield read_env(Path(given))
+        return
+    reason = unavailable_reason()
+    if reason:
+        pytest.skip(f"no real Cinder: {reason}")
+    with started(Path(f"/var/lib/cinder-local-pytest-{os.getpid()}")) as cinder:
+        yield cinder
+
+
 class Admin:
     """The test's own hands on Cinder (arranging and checking), beside the provider."""
 
