@@ -45,6 +45,13 @@ OPERATOR_VARS = {
     "default_key_name": "bosh",
     "default_security_groups": "[bosh]",
     "subnet_id": "subnet-0123456789abcdef0",
+    # openstack/cpi.yml (region, az, default_key_name and default_security_groups above)
+    "auth_url": "https://keystone.example.com:5000/v3",
+    "openstack_username": "bosh",
+    "openstack_password": "example-password",
+    "openstack_domain": "Default",
+    "openstack_project": "bosh",
+    "net_id": "6a3e5c3e-0000-4000-8000-000000000001",
     "disk_snapshots_release_url": "file:///tmp/disk-snapshots.tgz",
     "disk_snapshots_release_sha1": "da39a3ee5e6b4b0d3255bfef95601890afd80709",
 }
@@ -61,6 +68,7 @@ COMBINATIONS = [
         ["aws/cpi.yml", "uaa.yml", "credhub.yml", "jumpbox-user.yml"],
         ["snapshotter.yml", "uaa.yml", "credhub.yml"],
     ),
+    (["openstack/cpi.yml"], ["snapshotter.yml", "openstack-cinder.yml"]),
 ]
 IDS = ["+".join([*theirs, *("ours-" + o for o in ours)]) for theirs, ours in COMBINATIONS]
 
@@ -163,6 +171,13 @@ def test_create_env_renders_the_snapshotter_against_the_directors_postgres(
             cpi["access_key_id"],
             cpi["secret_access_key"],
         )
+    elif "openstack-cinder.yml" in ours:
+        openstack = config.provider.openstack
+        assert config.provider.type == "openstack-cinder"
+        # The same Keystone credentials and region the OpenStack CPI is given by cpi.yml.
+        cpi = group(manifest)["properties"]["openstack"]
+        keys = ("auth_url", "username", "api_key", "domain", "project", "region")
+        assert [getattr(openstack, k) for k in keys] == [cpi[k] for k in keys]
     else:
         assert config.provider.type == "loopback"
 
@@ -211,7 +226,7 @@ def test_our_ops_files_apply_only_after_snapshotter_yml(
 ) -> None:
     # Each changes the snapshotter job that only snapshotter.yml adds: alone, bosh int
     # fails naming it instead of adding a half-configured job.
-    for alone in ("aws-ebs.yml", "uaa.yml", "credhub.yml"):
+    for alone in ("aws-ebs.yml", "openstack-cinder.yml", "uaa.yml", "credhub.yml"):
         with pytest.raises(InterpolationError) as refused:
             interpolate(bosh_deployment, ["aws/cpi.yml"], [alone], tmp_path / f"{alone}.yml")
         assert "name=snapshotter" in str(refused.value), alone
