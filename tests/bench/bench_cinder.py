@@ -28,9 +28,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC
 from datetime import datetime
@@ -56,9 +54,7 @@ from support.cinder import MICROVERSION  # noqa: E402
 from support.cinder import Admin  # noqa: E402
 from support.cinder import CinderLocal  # noqa: E402
 from support.cinder import noauth_settings  # noqa: E402
-from support.cinder import read_env  # noqa: E402
-from support.cinder import started  # noqa: E402
-from support.cinder import unavailable_reason  # noqa: E402
+from support.cinder import reachable  # noqa: E402
 
 COUNT = int(os.environ.get("BENCH_CINDER_SNAPSHOTS", "1000"))
 ROUNDS = 5
@@ -76,21 +72,6 @@ def line(name: str, value: float, unit: str, baseline: float) -> None:
     print(f"bench: {name} {value:.2f} {unit} baseline={baseline:.2f} ratio={ratio}", flush=True)
 
 
-@contextmanager
-def cinder() -> Iterator[CinderLocal | None]:
-    given = os.environ.get("CINDER_LOCAL_ENV")
-    if given:
-        yield read_env(Path(given))
-        return
-    reason = unavailable_reason()
-    if reason:
-        print(f"bench-cinder: not run: {reason}")
-        yield None
-        return
-    with started(Path(f"/var/lib/cinder-local-bench-{os.getpid()}")) as local:
-        yield local
-
-
 def provider(endpoint: str, **settings: Any) -> OpenstackCinderProvider:
     return OpenstackCinderProvider(noauth_settings(endpoint, **settings), poll_interval=0.1)
 
@@ -106,16 +87,6 @@ def parallel(work: Callable[[int], object], count: int) -> None:
         list(pool.map(work, range(count)))
 
 
-def group_type(admin: Admin) -> str:
-    body = {
-        "group_type": {
-            "name": f"bench-{uuid.uuid4().hex[:8]}",
-            "group_specs": {"consistent_group_snapshot_enabled": "<is> True"},
-        }
-    }
-    return str(admin.call("POST", "/group_types", json=body)["group_type"]["id"])
-
-
 def sets(local: CinderLocal, admin: Admin) -> None:
     deployment = f"bench-{uuid.uuid4().hex[:8]}"
     disks = [
@@ -127,7 +98,7 @@ def sets(local: CinderLocal, admin: Admin) -> None:
         for d, (g, i) in zip(disks, INSTANCES, strict=True)
     ]
     grouped, single, gathering = [], [], []
-    with provider(local.endpoint, group_type=group_type(admin)) as p:
+    with provider(local.endpoint, group_type=admin.create_group_type("bench")) as p:
         for n in range(ROUNDS):
             set_id = f"bench-{n}"
             annotated = [replace(a, set_id=set_id, set_size=3) for a in members]
@@ -256,8 +227,9 @@ def catalog(local: CinderLocal, admin: Admin) -> bool:
 
 
 def main() -> int:
-    with cinder() as local:
+    with reachable() as (local, reason):
         if local is None:
+            print(f"bench-cinder: not run: {reason}")
             return 0
         admin = Admin(local)
         try:

@@ -3,7 +3,6 @@ scripts/cinder-local (CINDER_LOCAL_ENV when scripts/test started it)."""
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -76,11 +75,4 @@ def provider(make_provider: MakeProvider) -> OpenstackCinderProvider:
 
 @pytest.fixture
 def consistent_group_type(admin: Admin) -> str:
-    """A group type asking the backend for consistent group snapshots, as an operator's would."""
-    body = {
-        "group_type": {
-            "name": f"consistent-{os.urandom(4).hex()}",
-            "group_specs": {"consistent_group_snapshot_enabled": "<is> True"},
-        }
-    }
-    return str(admin.call("POST", "/group_types", json=body)["group_type"]["id"])
+    return admin.create_group_type()

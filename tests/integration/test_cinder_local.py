@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import uuid
 from collections.abc import Iterator
 from datetime import UTC
 from datetime import datetime
@@ -92,13 +91,7 @@ def released(localbosh: LocalBosh, project: Admin) -> Iterator[LocalBosh]:
 
 @pytest.fixture
 def group_type(project: Admin) -> str:
-    body = {
-        "group_type": {
-            "name": f"local-{uuid.uuid4().hex[:8]}",
-            "group_specs": {"consistent_group_snapshot_enabled": "<is> True"},
-        }
-    }
-    return str(project.call("POST", "/group_types", json=body)["group_type"]["id"])
+    return project.create_group_type("local")
 
 
 def deploy(lb: LocalBosh, cinder: CinderLocal, group_type: str, *ops: Path) -> None:

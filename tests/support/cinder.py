@@ -110,19 +110,29 @@ def started(base: Path) -> Iterator[CinderLocal]:
 
 
 @contextmanager
-def for_this_session() -> Iterator[CinderLocal]:
-    """The Cinder scripts/test started (CINDER_LOCAL_ENV), else one of this session's own;
-    a skip saying why when neither can be had."""
-    import pytest
-
+def reachable() -> Iterator[tuple[CinderLocal | None, str]]:
+    """The Cinder scripts/test started (CINDER_LOCAL_ENV), else one of this process's own
+    (stopped on exit); (None, why) when neither can be had."""
     given = os.environ.get("CINDER_LOCAL_ENV")
     if given:
-        yield read_env(Path(given))
+        yield read_env(Path(given)), ""
         return
     reason = unavailable_reason()
     if reason:
-        pytest.skip(f"no real Cinder: {reason}")
+        yield None, reason
+        return
     with started(Path(f"/var/lib/cinder-local-pytest-{os.getpid()}")) as cinder:
+        yield cinder, ""
+
+
+@contextmanager
+def for_this_session() -> Iterator[CinderLocal]:
+    """``reachable``'s Cinder, or a skip saying why there is none."""
+    import pytest
+
+    with reachable() as (cinder, reason):
+        if cinder is None:
+            pytest.skip(f"no real Cinder: {reason}")
         yield cinder
 
 
@@ -180,6 +190,16 @@ class Admin:
         for volume_id in ids:
             self.wait("volume", volume_id)
         return ids
+
+    def create_group_type(self, prefix: str = "consistent") -> str:
+        """A group type asking for consistent group snapshots, as an operator's would."""
+        body = {
+            "group_type": {
+                "name": f"{prefix}-{os.urandom(4).hex()}",
+                "group_specs": {"consistent_group_snapshot_enabled": "<is> True"},
+            }
+        }
+        return str(self.call("POST", "/group_types", json=body)["group_type"]["id"])
 
     def volume(self, volume_id: str) -> dict[str, Any]:
         return dict(self.call("GET", f"/volumes/{volume_id}")["volume"])

@@ -22,6 +22,9 @@ from collections.abc import Mapping
 from collections.abc import Sequence
 from contextlib import contextmanager
 from dataclasses import replace
+from datetime import UTC
+from datetime import datetime
+from datetime import timedelta
 from typing import Any
 
 from disk_snapshots.annotations import TAG_PREFIX
@@ -327,3 +330,41 @@ def release_unclaimed(api: CinderApi, snapshot_id: str) -> None:
     if is_ours(metadata) or is_released(metadata):
         return
     release_member(api, raw)
+
+
+def cleanup_leftovers(api: CinderApi, min_age: timedelta, timeout: float) -> list[str]:
+    """What a set whose coordinator died half-way leaves in the project, older than
+    ``min_age`` (no set in flight is that old: a freeze lasts 300 s at most): group-snapshot
+    members nobody claimed, released; volumes still in a disk-snapshots group, taken out
+    (BOSH cannot delete a disk in a group). The ids of what was released or taken out."""
+    cutoff = datetime.now(UTC) - min_age
+
+    def old(raw: Mapping[str, Any]) -> bool:
+        moment = timestamp(raw.get("updated_at") or raw.get("created_at"))
+        return moment is not None and moment < cutoff
+
+    done: list[str] = []
+    marked = {"metadata": json.dumps({MARKER_KEY: MARKER}, sort_keys=True)}
+    for page in api.pages("/snapshots/detail", "snapshots", marked, "listing our snapshots"):
+        for raw in page:
+            metadata = metadata_dict(raw)
+            unclaimed = raw.get("group_snapshot_id") and not is_ours(metadata)
+            if unclaimed and not is_released(metadata) and old(raw):
+                release_member(api, raw)
+                done.append(str(raw["id"]))
+    for page in api.pages("/groups/detail", "groups", {}, "listing groups"):
+        for group in page:
+            if not str(group.get("name", "")).startswith(GROUP_NAME_PREFIX) or not old(group):
+                continue
+            group_id = check_uuid(group.get("id"), "group")
+            members = [str(v["id"]) for v in _volumes_in(api, group_id)]
+            if members and group.get("status") == "available":
+                _update_group(api, group_id, timeout, remove=members)
+                done.extend(members)
+    return done
+
+
+def _volumes_in(api: CinderApi, group_id: str) -> list[dict[str, Any]]:
+    params = {"group_id": group_id}
+    action = f"listing the volumes of group {group_id}"
+    return [v for page in api.pages("/volumes/detail", "volumes", params, action) for v in page]

@@ -24,6 +24,7 @@ from collections.abc import Mapping
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from contextlib import suppress
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -275,6 +276,10 @@ class OpenstackCinderProvider:
 
     def release_group_member(self, snapshot_id: str) -> None:
         cinder_groups.release_unclaimed(self.api, snapshot_id)
+
+    def cleanup_leftovers(self, min_age: timedelta = timedelta(minutes=30)) -> builtins.list[str]:
+        """What a set whose coordinator died left behind (``bin/snapshots cleanup``)."""
+        return cinder_groups.cleanup_leftovers(self.api, min_age, self.volume_timeout)
 
     # -- backups and new volumes (the backup tier and the replace restore) ----------------
 

@@ -71,7 +71,10 @@ class GroupCut:
         try:
             self._stack.close()
         except ProviderError as err:
-            return [f"the volumes could not leave their group: {err}"]
+            return [
+                f"the volumes could not leave their group: {err} (`snapshots cleanup` on any "
+                "instance takes them out once they have been there 30 minutes)"
+            ]
         return []
 
     def take(self, group: VolumeGroup, set_id: str, members: Sequence[Member]) -> None:
@@ -95,5 +98,8 @@ class GroupCut:
             try:
                 self.provider.release_group_member(snapshot_id)
             except ProviderError as err:
-                problems.append(f"releasing unclaimed {snapshot_id} of {member_id}: {err}")
+                problems.append(
+                    f"releasing unclaimed {snapshot_id} of {member_id}: {err} (`snapshots "
+                    "cleanup` releases it after 30 minutes)"
+                )
         return problems
