@@ -42,9 +42,11 @@ def snapshot(size_mib: int | None = 1024) -> Snapshot:
     return Snapshot("snap-0a1b2c3d4e5f67890", a, size_bytes=size_mib * MIB if size_mib else None)
 
 
-def status(creates: bool = True, size_mib: int | None = 1024, kind: str = "loopback") -> Any:
+def status(
+    creates: bool = True, size_mib: int | None = 1024, kind: str = "loopback", copies: bool = True
+) -> Any:
     return {
-        "provider": {"type": kind, "creates_disks": creates},
+        "provider": {"type": kind, "creates_disks": creates, "copies": copies},
         "disk": {"size_bytes": size_mib * MIB if size_mib else None},
     }
 
@@ -73,6 +75,18 @@ def test_auto_copies_and_replace_refuses_saying_why(state: Any, reason: str) -> 
         decide.method(LEADER, snapshot(), state, "replace")
     assert reason in str(refused.value)
     assert "--method copy" in str(refused.value)
+    assert "nothing was stopped or written" in str(refused.value)
+
+
+def test_a_provider_that_cannot_copy_replaces_or_refuses_before_anything_stops() -> None:
+    cinder = status(kind="openstack-cinder", copies=False)
+    assert decide.method(LEADER, snapshot(), cinder, "auto")[0] == "replace"
+    with pytest.raises(Refused, match=r"--method copy .*\(openstack-cinder\) cannot copy"):
+        decide.method(LEADER, snapshot(), cinder, "copy")
+    resized = status(kind="openstack-cinder", copies=False, size_mib=2048)
+    with pytest.raises(Refused) as refused:
+        decide.method(LEADER, snapshot(), resized, "auto")
+    assert "2048 MiB" in str(refused.value) and "cannot copy either" in str(refused.value)
     assert "nothing was stopped or written" in str(refused.value)
 
 

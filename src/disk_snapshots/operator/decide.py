@@ -112,6 +112,20 @@ def disk_size(status: Mapping[str, object]) -> int | None:
     return size if isinstance(size, int) else None
 
 
+def _copy_refusal(label: str, status: Mapping[str, object]) -> str:
+    """Why a snapshot cannot be copied onto ``label``'s disk, or "" when it can. A
+    status without the field (an older snapshotter) is taken to copy, as every
+    provider did before Cinder."""
+    provider = status.get("provider")
+    if isinstance(provider, dict) and provider.get("copies") is False:
+        kind = provider.get("type", "?")
+        return (
+            f"{label}'s provider ({kind}) cannot copy a snapshot onto a disk (the new volume "
+            "would have to be attached to the VM first, which is the IaaS compute service's job)"
+        )
+    return ""
+
+
 def _replace_refusal(label: str, snapshot: Snapshot, status: Mapping[str, object]) -> str:
     """Why ``snapshot`` cannot replace ``label``'s disk, or "" when it can."""
     provider = status.get("provider")
@@ -141,7 +155,13 @@ def method(
     is replace and it cannot be (``auto`` falls back to copy and says why)."""
     if entry.action == "resync" or snapshot is None:
         return "resync", "keeps its disk and replicates from the restored leader"
+    cannot_copy = _copy_refusal(entry.instance, status)
     if wanted == "copy":
+        if cannot_copy:
+            raise Refused(
+                f"--method copy for {entry.instance}: {cannot_copy}; use --method replace; "
+                "nothing was stopped or written"
+            )
         return "copy", "--method copy: the snapshot is copied onto the current disk"
     refusal = _replace_refusal(entry.instance, snapshot, status)
     if not refusal:
@@ -150,10 +170,15 @@ def method(
             f"a new {size} MiB disk made from {snapshot.id} replaces the current one "
             "(bosh attach-disk); the old disk is orphaned, not deleted"
         )
-    if wanted == "replace":
+    if wanted == "replace" or cannot_copy:
+        other = (
+            f"and it cannot copy either: {cannot_copy}"
+            if cannot_copy
+            else "use --method copy (it copies the snapshot onto the current disk) or --method auto"
+        )
         raise Refused(
-            f"--method replace for {entry.instance}: {refusal}; use --method copy (it copies "
-            "the snapshot onto the current disk) or --method auto; nothing was stopped or written"
+            f"--method {wanted} for {entry.instance}: {refusal}; {other}; "
+            "nothing was stopped or written"
         )
     return "copy", f"copy, not replace: {refusal}"
 

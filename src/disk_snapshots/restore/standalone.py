@@ -105,6 +105,7 @@ class Standalone:
             "provider": {
                 "type": s.provider.name,
                 "creates_disks": isinstance(s.provider, CreatesDisks),
+                "copies": s.provider.can_materialize,
             },
             "journal": self.member.journal(),
             "version": __version__,
