@@ -8,6 +8,7 @@ under the Director's (test_job_templates.py). Marker `bosh`: these need the real
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,8 @@ from localbosh.create_env import render_job_create_env
 from localbosh.templates import InstanceSpec
 from localbosh.templates import RenderError
 from localbosh.templates import render_job
+from support.bad_properties import CASES
+from support.bad_properties import BadProperty
 from template_specs import JOBS_DIR
 from template_specs import OPERATOR_VARS
 from template_specs import Case
@@ -27,6 +30,7 @@ from template_specs import assert_renders_usably
 from template_specs import cases
 from template_specs import job_names
 from template_specs import manifest_jobs
+from test_schema_agreement import python_problems
 
 pytestmark = pytest.mark.bosh
 
@@ -174,3 +178,16 @@ def test_every_manifest_renders_under_create_env(
         except RenderError as err:
             pytest.fail(f"{where}:\n{err}")
         assert_renders_usably(entry.job["name"], files, where)
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c.at_render], ids=lambda c: c.id)
+def test_create_env_refuses_each_bad_property_as_the_loader_names_it(case: BadProperty) -> None:
+    # The CLI stops at the first template that fails: config.json.erb is listed first.
+    properties = case.properties()
+    with pytest.raises(RenderError) as caught:
+        render_job_create_env(JOBS_DIR / case.job, properties, templates={"config.json.erb": "c"})
+    found = re.search(r"#<RuntimeError: (.*)>\)\Z", caught.value.message, re.DOTALL)
+    assert found, caught.value.message
+    # Ruby's printer of an uncaught error doubles every backslash of the message.
+    lines = found.group(1).replace("\\\\", "\\").splitlines()
+    assert sorted(lines) == sorted(python_problems(case.job, properties))

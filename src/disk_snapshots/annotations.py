@@ -23,9 +23,10 @@ from disk_snapshots import triggers
 
 SCHEMA = 1
 TAG_PREFIX = "disk-snapshots:"
-# EC2 allows 256 characters in a tag value; loopback metadata follows the same limit
-# so that a catalog moves between providers unchanged.
-MAX_TAG_VALUE = 256
+# EC2 allows 256 characters in a tag value and Cinder 255 in a metadata value; every
+# provider takes the smaller, so that a catalog moves between providers unchanged. It is
+# the one limit of free text (take_snapshot.note in schema.json, --note, API bodies).
+MAX_TAG_VALUE = 255
 
 Consistency = Literal["clean", "app", "fs", "crash"]
 Role = Literal["leader", "follower", "standalone", "unknown"]
@@ -177,9 +178,17 @@ def validate(a: Annotations) -> list[str]:
     if bool(a.hold_until) != bool(a.hold_by) or (a.hold_by and not _IDENT.match(a.hold_by)):
         problems.append(f"hold_by: {a.hold_by!r} must name what holds it, with hold_until")
     for name in ("note", "set_reason", "az", "release_version"):
-        value = cast(str, getattr(a, name))
-        if len(value) > MAX_TAG_VALUE:
-            problems.append(f"{name}: longer than {MAX_TAG_VALUE} characters")
-        if any(ord(c) < 32 for c in value):
-            problems.append(f"{name}: control characters are not allowed")
+        problem = text_problem(cast(str, getattr(a, name)))
+        if problem:
+            problems.append(f"{name}: {problem}")
     return problems
+
+
+def text_problem(value: str, limit: int = MAX_TAG_VALUE) -> str:
+    """Why free text (a note, a reason) cannot be a tag value; "" when it can. Checked
+    before a snapshot is started, so a long note never costs a flush and a freeze."""
+    if len(value) > limit:
+        return f"is {len(value)} characters long; at most {limit}"
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        return "must be one line of text (no newlines, tabs or other control characters)"
+    return ""

@@ -1,15 +1,18 @@
 """Load a rendered ``config.json`` into typed, validated objects.
 
-The job templates only dump properties and links (``to_json``); every rule about
-what a property may hold lives here. A bad value fails with one message per
-problem, each naming the property's path as the operator wrote it in the
-manifest (``snapshotter.schedules[1].cron: ...``) and what is allowed.
+Two passes, each naming every bad property by its path as the operator wrote it in the
+manifest (``snapshotter.schedules[1].cron: ...``) with what is allowed:
+
+1. the structure of the properties, from ``schema.json`` (schema.py): the same checks the
+   job templates make while the Director renders them, so a manifest that gets here
+   broken was rendered by something else (or by hand);
+2. what only Python can judge: time zone names, cron semantics, timestamps, and what the
+   Director itself filled in (``spec``, ``links``).
 """
 
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -23,7 +26,7 @@ from zoneinfo import ZoneInfoNotFoundError
 
 from croniter import croniter
 
-from disk_snapshots import triggers
+from disk_snapshots import schema
 from disk_snapshots.openstack_settings import OpenstackSettings
 from disk_snapshots.openstack_settings import read_openstack
 from disk_snapshots.restore.target import Target
@@ -34,11 +37,8 @@ from disk_snapshots.validate import ValidationError
 # Every entry point exits with this code when its configuration is invalid; drain's
 # contract (print nothing, exit non-zero) fixes it at 1 for all.
 EXIT_INVALID_CONFIG = 1
-PROVIDERS = ("loopback", "aws-ebs", "openstack-cinder")
-PROFILES = ("redis", "postgres", "command", "none")
-FLUSH_FAILURE = ("abort", "crash-consistent")
-DRAIN_FAILURE = ("fail", "warn")
-SCOPES = ("instance", "set")
+PROVIDERS = schema.enum_of("snapshotter", "provider", "type")
+PROFILES = schema.enum_of("snapshotter", "service", "profile")
 RETENTION_KEYS = (
     "keep_last",
     "keep_hourly",
@@ -47,15 +47,6 @@ RETENTION_KEYS = (
     "keep_monthly",
     "max_age",
 )
-SCHEDULE_KEYS = ("name", "cron", "timezone", "jitter", "scope", "retention")
-LIST_FORMATS = ("table", "json")
-FOLLOWER_MODES = ("resync", "restore")
-_MONIT_NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]*"
-# A host name, an IP address, or the directory of a Unix socket (psql --host takes each).
-_HOST = r"[A-Za-z0-9][A-Za-z0-9.:-]*|/[A-Za-z0-9_./-]*"
-_INSTANCE_KEY = r"[A-Za-z0-9_-]+/[A-Za-z0-9-]+"
-# Provider ids (snap-0123..., loopback ids); never used to build a path unchecked.
-_SNAPSHOT_ID = r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,255}"
 
 
 class ConfigError(ValidationError):
@@ -265,6 +256,9 @@ def load_config(source: Path | str | Mapping[str, object]) -> JobConfig:
     }
     if job not in loaders:
         raise ConfigError([f"{origin}: job: {job!r} is not one of {', '.join(loaders)}"])
+    structure = schema.check(str(job), document.get("properties"))
+    if structure:
+        raise ConfigError(structure)
     problems = Problems()
     config = loaders[job](Reader(document, str(job), problems))
     if problems.lines:
@@ -280,14 +274,15 @@ def load_snapshotter_config(source: Path | str | Mapping[str, object]) -> Snapsh
 
 
 # The rendered document is {"job", "spec", "properties", "links"}; property paths in
-# messages are reported relative to the job, as they appear in a manifest.
+# messages are reported relative to the job, as they appear in a manifest. The readers
+# below see properties that passed schema.check: they only take the values out, and
+# judge what the schema cannot.
 def _props(doc: Reader) -> Reader:
     return Reader(doc.get("properties").value, doc.path, doc.problems)
 
 
 def _snapshotter(doc: Reader) -> SnapshotterConfig:
     props = _props(doc)
-    retention = props.get("retention")
     return SnapshotterConfig(
         spec=_spec(doc.get("spec")),
         provider=_provider(props.get("provider")),
@@ -297,11 +292,10 @@ def _snapshotter(doc: Reader) -> SnapshotterConfig:
         post_stop_snapshot=props.get("post_stop_snapshot").boolean(),
         schedules=_schedules(props.get("schedules")),
         retention={
-            trigger: _retention(rule)
-            for trigger, rule in retention.mapping(allowed=triggers.RETENTION_KEYS).items()
+            trigger: _retention(rule) for trigger, rule in props.get("retention").mapping().items()
         },
         api=_api(props.get("api")),
-        metrics_enabled=props.get("metrics").get("enabled").boolean(fallback=True),
+        metrics_enabled=props.get("metrics").get("enabled").boolean(),
         links=_links(doc.get("links")),
     )
 
@@ -338,168 +332,115 @@ def _spec(spec: Reader) -> InstanceSpec:
 
 def _provider(provider: Reader) -> ProviderConfig:
     aws = provider.get("aws")
-    kind = provider.get("type").string(choices=PROVIDERS, fallback="loopback")
-    settings = AwsSettings(
-        region=aws.get("region").string(),
-        endpoint=aws.get("endpoint").string(pattern=r"https?://\S+"),
-        access_key_id=aws.get("access_key_id").string(),
-        secret_access_key=aws.get("secret_access_key").string(),
-        kms_key_id=aws.get("kms_key_id").string(),
-        backup_region=aws.get("backup_region").string(),
-        instance_id=aws.get("instance_id").string(pattern=r"i-[0-9a-f]{8,17}"),
-    )
-    if kind == "aws-ebs":
-        if not settings.region:
-            aws.get("region").fail("required when provider.type is aws-ebs")
-        if bool(settings.access_key_id) != bool(settings.secret_access_key):
-            aws.fail(
-                "set both access_key_id and secret_access_key, or neither "
-                "(to use the instance profile)"
-            )
-        if settings.backup_region and settings.backup_region == settings.region:
-            aws.get("backup_region").fail(
-                "must differ from provider.aws.region: a copy in the same region is no backup"
-            )
+    kind = provider.get("type").string()
     return ProviderConfig(
         type=cast(ProviderType, kind),
         loopback_pool=provider.get("loopback").get("pool").string(),
-        aws=settings,
+        aws=AwsSettings(
+            region=aws.get("region").string(),
+            endpoint=aws.get("endpoint").string(),
+            access_key_id=aws.get("access_key_id").string(),
+            secret_access_key=aws.get("secret_access_key").string(),
+            kms_key_id=aws.get("kms_key_id").string(),
+            backup_region=aws.get("backup_region").string(),
+            instance_id=aws.get("instance_id").string(),
+        ),
         openstack=read_openstack(provider.get("openstack"), required=kind == "openstack-cinder"),
     )
 
 
 def _service(service: Reader) -> ServiceConfig:
-    profile = service.get("profile").string(choices=PROFILES, fallback="none")
     redis = service.get("redis")
     postgres = service.get("postgres")
     command = service.get("command")
     imports = service.get("import")
-    commands = CommandSettings(
-        role=command.get("role").argv(),
-        flush=command.get("flush").argv(),
-        resume=command.get("resume").argv(),
-    )
-    if profile == "command" and not commands.role:
-        command.get("role").fail(
-            "required when service.profile is command (argv that prints the role)"
-        )
     return ServiceConfig(
-        profile=cast(Literal["redis", "postgres", "command", "none"], profile),
-        jobs=tuple(
-            j.string(pattern=_MONIT_NAME, allow_empty=False) for j in service.get("jobs").items()
+        profile=cast(
+            Literal["redis", "postgres", "command", "none"], service.get("profile").string()
         ),
+        jobs=tuple(j.string() for j in service.get("jobs").items()),
         redis=RedisSettings(
-            port=redis.get("port").integer(minimum=1, maximum=65535),
-            password=redis.get("password").string(),
+            port=redis.get("port").integer(), password=redis.get("password").string()
         ),
         postgres=PostgresSettings(
-            host=postgres.get("host").check(_host, ""),
-            port=postgres.get("port").integer(minimum=1, maximum=65535),
-            user=postgres.get("user").string(allow_empty=False),
-            database=postgres.get("database").string(allow_empty=False),
+            host=postgres.get("host").string(),
+            port=postgres.get("port").integer(),
+            user=postgres.get("user").string(),
+            database=postgres.get("database").string(),
             password=postgres.get("password").string(),
         ),
-        command=commands,
+        command=CommandSettings(
+            role=command.get("role").argv(),
+            flush=command.get("flush").argv(),
+            resume=command.get("resume").argv(),
+        ),
         import_pre_start=tuple(c.argv() for c in imports.get("pre_start").items()),
         import_post_start=tuple(c.argv() for c in imports.get("post_start").items()),
     )
 
 
-def _host(value: Reader) -> str:
-    host = value.string()
-    if host and not re.fullmatch(_HOST, host):
-        raise ValueError(
-            f"{host!r} is not a host name, an IP address or a Unix socket directory "
-            "(an absolute path); empty means this instance's address"
-        )
-    return host
-
-
 def _quiesce(quiesce: Reader) -> QuiesceConfig:
     return QuiesceConfig(
-        freeze=quiesce.get("freeze").boolean(fallback=True),
-        # A frozen filesystem blocks every writer; minutes would look like an outage.
-        freeze_timeout=quiesce.get("freeze_timeout").integer(minimum=1, maximum=300, fallback=10),
-        on_failure=cast(
-            Literal["abort", "crash-consistent"],
-            quiesce.get("on_failure").string(choices=FLUSH_FAILURE, fallback="abort"),
-        ),
+        freeze=quiesce.get("freeze").boolean(),
+        freeze_timeout=quiesce.get("freeze_timeout").integer(),
+        on_failure=cast(Literal["abort", "crash-consistent"], quiesce.get("on_failure").string()),
     )
 
 
 def _drain(drain: Reader) -> DrainConfig:
-    events = {e.string(choices=triggers.DRAIN_EVENTS) for e in drain.get("snapshot_on").items()}
-    on_failure = drain.get("on_failure").string(choices=DRAIN_FAILURE, fallback="fail")
     return DrainConfig(
-        snapshot_on=frozenset(events - {""}),
-        on_failure=cast(Literal["fail", "warn"], on_failure),
-        timeout=drain.get("timeout").integer(minimum=1, maximum=86400, fallback=300),
+        snapshot_on=frozenset(e.string() for e in drain.get("snapshot_on").items()),
+        on_failure=cast(Literal["fail", "warn"], drain.get("on_failure").string()),
+        timeout=drain.get("timeout").integer(),
     )
 
 
 def _retention(rule: Reader) -> Retention:
-    entries = rule.mapping(allowed=RETENTION_KEYS)
-    counts = {key: entries[key].integer(minimum=0) for key in RETENTION_KEYS[:-1] if key in entries}
+    entries = rule.mapping()
+    counts = {key: entries[key].integer() for key in RETENTION_KEYS[:-1] if key in entries}
     max_age = entries["max_age"].duration() if "max_age" in entries else None
     return Retention(max_age=max_age, **counts)
 
 
 def _cron(value: Reader) -> str:
-    expression = value.string(allow_empty=False)
-    if not expression:
-        return ""
-    fields = expression.split()
-    named = expression.startswith("@")
-    if not named and len(fields) not in (5, 6):
-        raise ValueError(
-            f"{expression!r} has {len(fields)} fields; use 5 (minute hour day month weekday), "
-            "6 (the same plus seconds), or a name such as @hourly, @daily, @weekly"
-        )
+    """What croniter makes of an expression the schema found well formed."""
+    expression = value.string()
     if not croniter.is_valid(expression):
-        raise ValueError(
-            f"{expression!r} is not a valid cron expression (5 fields: minute hour day month "
-            "weekday, or @hourly/@daily/@weekly/@monthly/@yearly)"
-        )
+        raise ValueError(f"{schema.show(expression)} {schema.CRON_INVALID}")
     return expression
 
 
 def _timezone(value: Reader) -> str:
-    name = value.string(allow_empty=False)
-    if not name:
-        return "UTC"
+    name = value.string()
     try:
         ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
         raise ValueError(
-            f"{name!r} is not a known time zone; use an IANA name such as UTC or Europe/Berlin"
+            f"{schema.show(name)} is not a known time zone; use an IANA name such as UTC or "
+            "Europe/Berlin"
         ) from None
     return name
 
 
 def _schedules(schedules: Reader) -> tuple[Schedule, ...]:
     result: list[Schedule] = []
-    seen: set[str] = set()
     for item in schedules.items():
-        entries = item.mapping(allowed=SCHEDULE_KEYS)
-        name = item.get("name").string(pattern=triggers.NAME, allow_empty=False)
-        if name in seen:
-            item.get("name").fail(f"{name!r} is used by another schedule; names must be unique")
-        seen.add(name)
-        # Omitted keys take the documented defaults; present ones must be valid.
-        scope = "instance"
-        if "scope" in entries:
-            scope = entries["scope"].string(choices=SCOPES, fallback="instance")
-        jitter = entries["jitter"].integer(minimum=0, maximum=86400) if "jitter" in entries else 0
-        timezone = entries["timezone"].check(_timezone, "UTC") if "timezone" in entries else "UTC"
-        retention = _retention(entries["retention"]) if "retention" in entries else Retention()
+        entries = item.mapping()
+        # Left out (or null), a key takes the schema's default.
+        scope = entries["scope"].string() if "scope" in entries else "instance"
+        jitter = entries["jitter"].integer() if "jitter" in entries else 0
         result.append(
             Schedule(
-                name=name,
+                name=item.get("name").string(),
                 cron=item.get("cron").check(_cron, ""),
-                timezone=timezone,
+                timezone=item.get("timezone").check(_timezone, "UTC")
+                if not item.get("timezone").missing
+                else "UTC",
                 jitter=jitter,
                 scope=cast(Literal["instance", "set"], scope),
-                retention=retention,
+                retention=_retention(entries["retention"])
+                if "retention" in entries
+                else Retention(),
             )
         )
     return tuple(result)
@@ -507,18 +448,14 @@ def _schedules(schedules: Reader) -> tuple[Schedule, ...]:
 
 def _api(api: Reader) -> ApiConfig:
     tls = api.get("tls")
-    settings = TlsConfig(
-        ca=tls.get("ca").pem("CERTIFICATE"),
-        certificate=tls.get("certificate").pem("CERTIFICATE"),
-        private_key=tls.get("private_key").pem("PRIVATE KEY"),
+    return ApiConfig(
+        port=api.get("port").integer(),
+        tls=TlsConfig(
+            ca=tls.get("ca").string(),
+            certificate=tls.get("certificate").string(),
+            private_key=tls.get("private_key").string(),
+        ),
     )
-    given = [bool(settings.ca), bool(settings.certificate), bool(settings.private_key)]
-    if any(given) and not all(given):
-        tls.fail(
-            "set ca, certificate and private_key together "
-            "(see manifests/operations/agent-api-tls.yml)"
-        )
-    return ApiConfig(port=api.get("port").integer(minimum=1, maximum=65535), tls=settings)
 
 
 def _links(links: Reader) -> dict[str, Link]:
@@ -549,43 +486,28 @@ def _links(links: Reader) -> dict[str, Link]:
 
 def _take_snapshot(doc: Reader) -> TakeSnapshotConfig:
     props = _props(doc).get("take_snapshot")
-    note = props.get("note").string()
-    if len(note) > 255:
-        props.get("note").fail("at most 255 characters (it becomes a provider tag)")
     return TakeSnapshotConfig(
-        note=note,
-        scope=cast(
-            Literal["instance", "set"],
-            props.get("scope").string(choices=SCOPES, fallback="instance"),
-        ),
+        note=props.get("note").string(),
+        scope=cast(Literal["instance", "set"], props.get("scope").string()),
     )
 
 
 def _list_snapshots(doc: Reader) -> ListSnapshotsConfig:
-    fmt = _props(doc).get("list").get("format").string(choices=LIST_FORMATS, fallback="table")
+    fmt = _props(doc).get("list").get("format").string()
     return ListSnapshotsConfig(format=cast(Literal["table", "json"], fmt))
 
 
 def _target(value: Reader) -> Target:
-    return Target.parse(value.string(allow_empty=False) or "latest")
+    return Target.parse(value.string())
 
 
 def _restore(doc: Reader) -> RestoreConfig:
     props = _props(doc).get("restore")
-    snapshots: dict[str, str] = {}
-    for key, value in props.get("snapshots").mapping().items():
-        if not re.fullmatch(_INSTANCE_KEY, key):
-            value.fail("the key must be <instance group>/<index or id>, e.g. redis-leader/0")
-            continue
-        snapshots[key] = value.string(allow_empty=False, pattern=_SNAPSHOT_ID)
     return RestoreConfig(
         target=props.get("target").check(_target, Target("latest")),
-        snapshots=snapshots,
+        snapshots={key: value.string() for key, value in props.get("snapshots").mapping().items()},
         dry_run=props.get("dry_run").boolean(),
-        followers=cast(
-            Literal["resync", "restore"],
-            props.get("followers").string(choices=FOLLOWER_MODES, fallback="resync"),
-        ),
+        followers=cast(Literal["resync", "restore"], props.get("followers").string()),
         verify=props.get("verify").argv(),
-        timeout=props.get("timeout").integer(minimum=1, maximum=7 * 86400, fallback=3600),
+        timeout=props.get("timeout").integer(),
     )

@@ -188,8 +188,10 @@ def render_job_create_env(
 def _render_error(job: str, src: str, dest: str, stderr: str) -> RenderError:
     # erb_renderer.rb raises "Error filling in template '<path>' for <job>/<index>
     # (line N: #<Error: message>)"; the CLI wraps it with the template's src and dst.
-    found = re.search(r"Error filling in template .*", stderr)
-    detail = found.group(0).removesuffix(" (RuntimeError)") if found else stderr.strip()
+    # Ruby prints an uncaught error's class after the first line of its message and the
+    # backtrace after the last ("\n\tfrom ..."); a message may span lines.
+    found = re.search(r"Error filling in template .*?(?=\n\tfrom |\Z)", stderr, re.DOTALL)
+    detail = found.group(0).replace(" (RuntimeError)", "") if found else stderr.strip()
     line = re.search(r"\(line (\d+):", detail)
     message = f"Rendering template src: {src}, dst: {dest}: {detail}"
     error = TemplateError(template=src, line=int(line.group(1)) if line else None, message=message)

@@ -14,6 +14,7 @@ from typing import cast
 
 import pytest
 
+from disk_snapshots.annotations import MAX_TAG_VALUE
 from disk_snapshots.api.client import AgentError
 from disk_snapshots.api.client import AgentUnreachable
 from disk_snapshots.config import load_snapshotter_config
@@ -76,7 +77,7 @@ def test_verdict() -> None:
 def test_reasons_are_one_line_and_fit_a_tag() -> None:
     assert clean_text("exit 1:\nline two\tthree") == "exit 1: line two three"
     long = clean_text("x" * 400)
-    assert len(long) == 256 and long.endswith("...")
+    assert len(long) == MAX_TAG_VALUE and long.endswith("...")
 
 
 @dataclass

@@ -44,8 +44,10 @@ from typing import Literal
 from typing import cast
 
 from disk_snapshots import triggers
+from disk_snapshots.annotations import MAX_TAG_VALUE
 from disk_snapshots.annotations import SET_ID
 from disk_snapshots.annotations import SetState
+from disk_snapshots.annotations import text_problem
 from disk_snapshots.daemon.agent import Agent
 from disk_snapshots.member_errors import NotFound
 from disk_snapshots.restore.journal import RESTORE_ID
@@ -91,15 +93,15 @@ def _fail_if(body: Reader) -> None:
         raise ApiError(HTTPStatus.BAD_REQUEST, "invalid request", body.problems.lines)
 
 
-def _text(entries: dict[str, Reader], key: str, limit: int = 255) -> str:
+def _text(entries: dict[str, Reader], key: str, limit: int = MAX_TAG_VALUE) -> str:
+    """Free text that may become a tag (annotations.text_problem: one limit everywhere)."""
     if key not in entries:
         return ""
     value = entries[key]
     text = value.string()
-    if len(text) > limit:
-        value.fail(f"at most {limit} characters")
-    elif any(ord(c) < 32 for c in text):
-        value.fail("control characters are not allowed")
+    problem = text_problem(text, limit)
+    if problem:
+        value.fail(problem)
     return text
 
 
@@ -180,7 +182,7 @@ def _set_state(agent: Agent, match: re.Match[str], body: object) -> tuple[HTTPSt
     set_id = _set_id(match["set_id"])
     reader, entries = _body_reader(body, ("state", "reason"))
     state = reader.get("state").string(choices=("complete", "incomplete"))
-    reason = _text(entries, "reason", 256)
+    reason = _text(entries, "reason")
     if state == "incomplete" and not reason:
         reader.get("reason").fail("required when state is incomplete: say why")
     _fail_if(reader)
@@ -214,7 +216,7 @@ def _plan_entry(item: Reader) -> PlanEntry | None:
     entry = item.mapping(allowed=_PLAN_KEYS)
     role = item.get("role").string(choices=PLAN_ROLES)
     action = item.get("action").string(choices=ACTIONS)
-    texts = {key: _text(entry, key, 256) for key in ("instance", "id", "snapshot_id")}
+    texts = {key: _text(entry, key) for key in ("instance", "id", "snapshot_id")}
     if not role or not action:
         return None
     return PlanEntry(

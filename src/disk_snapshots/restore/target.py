@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from datetime import datetime
@@ -32,11 +33,12 @@ class Target:
             if moment is not None and moment.tzinfo is not None:
                 return cls("time", moment=moment)
             raise ValueError(
-                f"{text!r}: time needs an ISO 8601 timestamp with a zone, "
+                f"{json.dumps(text)}: time needs an ISO 8601 timestamp with a zone, "
                 "e.g. time:2026-11-29T08:00:00Z"
             )
+        # The schema (schema.json) refuses other forms before a template renders.
         raise ValueError(
-            f"{text!r} is not allowed; allowed: latest, set:<set id>, time:<ISO 8601 with zone>"
+            f"{json.dumps(text)} is not latest, set:<set id> or time:<ISO 8601 with zone>"
         )
 
     def describe(self) -> str:
