@@ -20,6 +20,7 @@ from typing import Literal
 from typing import cast
 
 from disk_snapshots import triggers
+from disk_snapshots.errors import ReleaseError
 
 SCHEMA = 1
 TAG_PREFIX = "disk-snapshots:"
@@ -39,7 +40,7 @@ SET_ID = r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}"
 _IDENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,127}$")
 
 
-class AnnotationError(ValueError):
+class AnnotationError(ReleaseError, ValueError):
     """A snapshot's tags are missing or hold a value this release would not have written."""
 
 

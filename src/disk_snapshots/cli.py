@@ -1,7 +1,8 @@
 """``python -m disk_snapshots``: the one entry point for job shims, errands and operators.
 
 Every ``bin/*`` script of the release execs this with a fixed sub-command, so
-BOSH hooks, errands and ``bosh ssh`` users all reach the same code.
+BOSH hooks, errands and ``bosh ssh`` users all reach the same code, and exit with the
+same codes (errors.py): an error of the release is one line, a bug its traceback and 70.
 """
 
 from __future__ import annotations
@@ -12,8 +13,10 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from disk_snapshots import __version__
+from disk_snapshots.annotations import text_problem
 from disk_snapshots.commands import daemon
 from disk_snapshots.commands import errands
 from disk_snapshots.commands import restore
@@ -25,7 +28,11 @@ from disk_snapshots.commands.steps import run_step
 from disk_snapshots.config import EXIT_INVALID_CONFIG
 from disk_snapshots.config import ConfigError
 from disk_snapshots.config import load_config
+from disk_snapshots.errors import EXIT_USAGE
+from disk_snapshots.errors import epilog
+from disk_snapshots.errors import guarded
 from disk_snapshots.snapshot.snapshotter import VM_PATHS
+from disk_snapshots.snapshot.snapshotter import Paths
 
 JOBS_DIR = Path("/var/vcap/jobs")
 
@@ -34,7 +41,22 @@ def _config_path(job: str) -> Path:
     return JOBS_DIR / job / "config" / "config.json"
 
 
-def _add_snapshots(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+class _Parser(argparse.ArgumentParser):
+    """argparse with one line for a bad argument, and the documented usage exit code."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def _note(text: str) -> str:
+    problem = text_problem(text)
+    if problem:
+        # Refused here, before the service is flushed and the disk frozen.
+        raise argparse.ArgumentTypeError(problem)
+    return text
+
+
+def _add_snapshots(commands: argparse._SubParsersAction[_Parser]) -> None:
     """``snapshots ACTION``: what bin/snapshots offers ``bosh ssh`` users."""
     snapshots = commands.add_parser(
         "snapshots",
@@ -47,7 +69,12 @@ def _add_snapshots(commands: argparse._SubParsersAction[argparse.ArgumentParser]
     show = actions.add_parser("show", help="one snapshot's annotations")
     show.add_argument("snapshot_id")
     take = actions.add_parser("take", help="take an application-consistent snapshot now")
-    take.add_argument("--note", default="", help="free text recorded on the snapshot (no secrets)")
+    take.add_argument(
+        "--note",
+        default="",
+        type=_note,
+        help="one line recorded on the snapshot, at most 255 characters (no secrets)",
+    )
     take.add_argument("--json", action="store_true", help="JSON instead of a table")
     delete = actions.add_parser("delete", help="delete one snapshot")
     delete.add_argument("snapshot_id")
@@ -56,23 +83,28 @@ def _add_snapshots(commands: argparse._SubParsersAction[argparse.ArgumentParser]
         action="store_true",
         help="delete even if retention would keep it (newest consistent, newest leader...)",
     )
-    actions.add_parser(
+    cleanup = actions.add_parser(
         "cleanup",
-        help="remove temporary volumes a killed restore left behind (aws-ebs)",
-        description="Detach and delete the temporary volumes this VM made to read snapshots "
-        "from (tagged disk-snapshots:temporary) and that a killed restore left behind.",
+        help="list (then, with --yes, release) what killed operations left behind",
+        description="Temporary resources a killed restore or snapshot left on this VM: "
+        "loopback clones, their loop devices and mounts, partial images; aws-ebs volumes "
+        "made to read snapshots from (tagged disk-snapshots:temporary). Those of a process "
+        "still running are never touched. Without --yes, only lists them.",
     )
+    cleanup.add_argument("--yes", action="store_true", help="release what is listed")
     add_steps(actions)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="disk-snapshots",
         description=(
             "Application-consistent persistent-disk snapshots for BOSH deployments. "
             "BOSH runs these commands through the snapshotter job's bin/ scripts; on a VM "
             "use /var/vcap/jobs/snapshotter/bin/snapshots."
         ),
+        epilog=epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"disk-snapshots {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -120,11 +152,11 @@ def _check_config(path: Path) -> int:
     return 0
 
 
-def _setup_logging(command: str, name: str) -> None:
+def _setup_logging(command: str, name: str, paths: Paths) -> None:
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     # The agent keeps no log of drain's output (docs/bosh-contracts.md, drain): keep our own.
-    if command == "hook" and name == "drain" and VM_PATHS.logs.is_dir():
-        handlers.append(logging.FileHandler(VM_PATHS.logs / "drain.log"))
+    if command == "hook" and name == "drain" and paths.logs.is_dir():
+        handlers.append(logging.FileHandler(paths.logs / "drain.log"))
     logging.Formatter.converter = time.gmtime
     logging.basicConfig(
         level=logging.INFO,
@@ -134,21 +166,32 @@ def _setup_logging(command: str, name: str) -> None:
     )
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, paths: Paths = VM_PATHS) -> int:
+    """Run one command; ``paths`` is where the VM's files are ("/" on a VM, a test's root)."""
     args = build_parser().parse_args(argv)
-    _setup_logging(args.command, getattr(args, "name", ""))
+    _setup_logging(args.command, getattr(args, "name", ""), paths)
+    name = " ".join(str(a) for a in (args.command, getattr(args, "name", None)) if a)
+    if args.command == "snapshots":
+        name = f"snapshots {args.action}"
+    # An errand speaks on stdout (what `bosh run-errand` shows); everything else on stderr,
+    # drain's stdout being the agent's.
+    out = sys.stdout if args.command == "errand" else sys.stderr
+    return guarded(lambda: _run(args, paths), name, out)
+
+
+def _run(args: argparse.Namespace, paths: Paths) -> int:
     if args.command == "config":
         return _check_config(args.config)
     if args.command == "hook":
-        return run_hook(args.name, args.args)
+        return run_hook(args.name, args.args, paths)
     if args.command == "snapshots":
-        return run_step(args) if args.action in STEPS else run_snapshots(args)
+        return run_step(args) if args.action in STEPS else run_snapshots(args, paths)
     if args.command == "daemon":
         actions = {"start": daemon.start, "stop": daemon.stop, "run": daemon.run}
-        return actions[args.action]()
+        return actions[args.action](paths)
     errand_runs = {
         "take-snapshot": errands.take_snapshot,
         "list-snapshots": errands.list_snapshots,
         "restore": restore.run,
     }
-    return errand_runs[args.name]()
+    return errand_runs[args.name](paths)

@@ -27,6 +27,7 @@ from zoneinfo import ZoneInfoNotFoundError
 from croniter import croniter
 
 from disk_snapshots import schema
+from disk_snapshots.errors import EXIT_CONFIG
 from disk_snapshots.openstack_settings import OpenstackSettings
 from disk_snapshots.openstack_settings import read_openstack
 from disk_snapshots.restore.target import Target
@@ -34,9 +35,8 @@ from disk_snapshots.validate import Problems
 from disk_snapshots.validate import Reader
 from disk_snapshots.validate import ValidationError
 
-# Every entry point exits with this code when its configuration is invalid; drain's
-# contract (print nothing, exit non-zero) fixes it at 1 for all.
-EXIT_INVALID_CONFIG = 1
+# Every entry point exits with this code when its configuration is invalid (errors.py).
+EXIT_INVALID_CONFIG = EXIT_CONFIG
 PROVIDERS = schema.enum_of("snapshotter", "provider", "type")
 PROFILES = schema.enum_of("snapshotter", "service", "profile")
 RETENTION_KEYS = (
@@ -51,6 +51,8 @@ RETENTION_KEYS = (
 
 class ConfigError(ValidationError):
     """The rendered configuration is invalid; the message names every bad property."""
+
+    exit_code = EXIT_CONFIG
 
 
 @dataclass(frozen=True)

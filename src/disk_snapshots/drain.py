@@ -12,6 +12,7 @@ import json
 from collections.abc import Collection
 from dataclasses import dataclass
 
+from disk_snapshots.errors import UsageError
 from disk_snapshots.triggers import EVENT_TRIGGERS
 
 UPDATE = ("job_changed", "job_new")
@@ -19,7 +20,7 @@ SHUTDOWN = "job_shutdown"
 STATUS = "job_check_status"
 
 
-class DrainArgumentError(ValueError):
+class DrainArgumentError(UsageError):
     """The agent passed something this release does not know how to read."""
 
 

@@ -7,8 +7,10 @@ is what the coordinator reports, so it says what happened and what to do.
 
 from __future__ import annotations
 
+from disk_snapshots.errors import ReleaseError
 
-class MemberError(RuntimeError):
+
+class MemberError(ReleaseError, RuntimeError):
     """The member could not do what was asked; the message says why."""
 
 

@@ -17,13 +17,15 @@ from dataclasses import field
 from datetime import timedelta
 from typing import TypeVar
 
+from disk_snapshots.errors import ReleaseError
+
 T = TypeVar("T")
 
 _DURATION = re.compile(r"^(\d+)([smhdw])$")
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
-class ValidationError(ValueError):
+class ValidationError(ReleaseError, ValueError):
     """One or more invalid values; ``problems`` holds one ``path: message`` line each."""
 
     def __init__(self, problems: Sequence[str]) -> None:

@@ -20,11 +20,15 @@ from disk_snapshots.config import Retention
 from disk_snapshots.config import Schedule
 from disk_snapshots.config import TlsConfig
 from disk_snapshots.daemon.scheduler import Scheduler
+from disk_snapshots.errors import EXIT_PARTIAL
 from disk_snapshots.metrics import Metrics
+from disk_snapshots.sets.coordinator import run_set
 from disk_snapshots.sets.decisions import decision_window
 from disk_snapshots.snapshot.snapshotter import Snapshotter
 from support.cluster import MEMBERS
 from support.cluster import Vm
+from support.cluster import start_daemon
+from support.disks import temporary_resources
 
 pytestmark = pytest.mark.root
 LEASE = 3  # quiesce.freeze_timeout in support.cluster.member_doc
@@ -153,7 +157,7 @@ def test_a_member_with_its_service_down_makes_the_set_incomplete(
     cluster: list[Vm], capsys: pytest.CaptureFixture[str]
 ) -> None:
     (cluster[2].paths.root / "service-down").touch()
-    assert take_snapshot(cluster[0].paths) == 1
+    assert take_snapshot(cluster[0].paths) == EXIT_PARTIAL
     out = capsys.readouterr().out
     why = "redis-data/1: quiesce failed: flush failed: flush command"
     assert "INCOMPLETE" in out and why in out, out
@@ -187,3 +191,26 @@ def test_a_set_schedule_runs_on_the_coordinator_only(
         ("set:nightly-set", 3, "complete")
     ] * 3
     assert leader.metrics.get("disk_snapshots_last_freeze_seconds", schedule="nightly-set")
+
+
+def test_sigkill_of_a_frozen_member_leaves_nothing_once_it_is_back(
+    cluster: list[Vm], pool: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # What a member holds during a set: a frozen disk and its lease (then a partial image
+    # while it clones, killed at that step in tests/disks/test_leftovers.py).
+    member = cluster[2]
+
+    def kill_member(phase: str, set_id: str) -> None:
+        if phase == "quiesced" and member.process is not None:
+            member.process.kill()
+            member.process.wait()
+
+    snapshotter = Snapshotter.load(cluster[0].paths)
+    outcome = run_set(snapshotter, "manual", on_phase=kill_member)
+    assert outcome.state == "incomplete"
+    assert writable_within(member.store, LEASE + 5) < LEASE + 5  # the watchdog thawed it
+    member.process = start_daemon(member)
+    assert take_snapshot(cluster[0].paths) == 0, capsys.readouterr().out
+    assert temporary_resources(pool) == []
+    leases = sorted(p.name for p in member.paths.data.glob("freeze-*"))
+    assert leases == [], leases

@@ -6,6 +6,7 @@ device seam, because attaching a volume to this machine cannot happen here.
 
 from __future__ import annotations
 
+import subprocess
 import threading
 from collections.abc import Callable
 from collections.abc import Iterator
@@ -21,9 +22,13 @@ from botocore.awsrequest import HTTPHeaders
 from disk_snapshots.providers.aws_ebs import AwsEbsProvider
 from disk_snapshots.providers.base import ProviderError
 from disk_snapshots.providers.ebs_volumes import MATERIALIZED_BY_TAG
+from disk_snapshots.providers.ebs_volumes import OWNER_TAG
+from disk_snapshots.providers.ebs_volumes import RELEASED
 from disk_snapshots.providers.ebs_volumes import TEMPORARY_TAG
 from disk_snapshots.providers.ebs_volumes import imds_instance_id
 from disk_snapshots.providers.ec2 import SOURCE_SNAPSHOT_TAG
+from disk_snapshots.providers.ec2 import tags_of
+from disk_snapshots.vm.processes import process_token
 from support.aws import ZONE
 from support.aws import FakeDevices
 from support.aws import MakeProvider
@@ -79,6 +84,7 @@ def test_materialize_api_sequence_and_cleanup(
         assert tags[TEMPORARY_TAG] == "true"
         assert tags[SOURCE_SNAPSHOT_TAG] == snapshot_id
         assert tags[MATERIALIZED_BY_TAG] == world.instance_id
+        assert tags[OWNER_TAG] == process_token()
         assert volume["SnapshotId"] == snapshot_id
         assert volume["AvailabilityZone"] == ZONE
         assert volume["Attachments"][0]["InstanceId"] == world.instance_id
@@ -88,6 +94,7 @@ def test_materialize_api_sequence_and_cleanup(
 
     assert during == [
         "DescribeSnapshots",
+        "DescribeVolumes",  # what a killed materialize left goes first
         "DescribeInstances",
         "CreateVolume",
         "DescribeVolumes",
@@ -143,7 +150,7 @@ def test_attach_failure_deletes_the_volume(
     assert temporary_volumes(ec2) == []
 
 
-def test_a_failed_detach_leaves_a_tagged_volume_that_cleanup_leftovers_removes(
+def test_a_failed_detach_leaves_a_released_volume_that_cleanup_leftovers_removes(
     provider: AwsEbsProvider, ec2: Any, snapshot_id: str
 ) -> None:
     fail(provider, "DetachVolume", "IncorrectState")
@@ -152,11 +159,13 @@ def test_a_failed_detach_leaves_a_tagged_volume_that_cleanup_leftovers_removes(
         provider.materialize(snapshot_id),
     ):
         pass
-    leftovers = temporary_volumes(ec2)
-    assert len(leftovers) == 1
+    (volume,) = temporary_volumes(ec2)
+    assert tags_of(volume)[OWNER_TAG] == RELEASED  # this process lives, but let it go
 
-    assert provider.cleanup_leftovers(min_age=timedelta(hours=1)) == []  # too young to touch
-    assert provider.cleanup_leftovers(min_age=timedelta(0)) == [leftovers[0]["VolumeId"]]
+    listed = provider.leftovers()
+    assert [v.id for v in listed] == [volume["VolumeId"]]
+    assert [v["VolumeId"] for v in temporary_volumes(ec2)] == [volume["VolumeId"]]  # unchanged
+    assert [v.id for v in provider.cleanup_leftovers()] == [volume["VolumeId"]]
     assert temporary_volumes(ec2) == []
 
 
@@ -170,7 +179,7 @@ def test_the_block_error_wins_over_a_cleanup_error(
     with pytest.raises(RuntimeError, match="copy failed"), provider.materialize(snapshot_id):
         raise RuntimeError("copy failed")
     assert "IncorrectState" in caplog.text  # logged, not lost
-    assert provider.cleanup_leftovers(min_age=timedelta(0))
+    assert provider.cleanup_leftovers()
 
 
 def test_a_busy_mount_is_left_attached_then_unmounted_by_cleanup(
@@ -186,7 +195,7 @@ def test_a_busy_mount_is_left_attached_then_unmounted_by_cleanup(
     assert volume["State"] == "in-use"  # never detached while mounted
 
     devices.fail_on = ""
-    assert provider.cleanup_leftovers(min_age=timedelta(0)) == [volume["VolumeId"]]
+    assert [v.id for v in provider.cleanup_leftovers()] == [volume["VolumeId"]]
     assert devices.mounted == set()
     assert temporary_volumes(ec2) == []
 
@@ -220,6 +229,41 @@ def test_cleanup_leftovers_leaves_other_instances_volumes(
     )
     assert provider.cleanup_leftovers(min_age=timedelta(0)) == []
     assert ec2.describe_volumes(VolumeIds=[theirs["VolumeId"]])["Volumes"]
+
+
+def _temporary(ec2: Any, snapshot_id: str, instance_id: str, owner: str | None) -> str:
+    tags = [
+        {"Key": TEMPORARY_TAG, "Value": "true"},
+        {"Key": MATERIALIZED_BY_TAG, "Value": instance_id},
+        {"Key": SOURCE_SNAPSHOT_TAG, "Value": snapshot_id},
+    ]
+    if owner is not None:
+        tags.append({"Key": OWNER_TAG, "Value": owner})
+    made = ec2.create_volume(
+        AvailabilityZone=ZONE,
+        SnapshotId=snapshot_id,
+        TagSpecifications=[{"ResourceType": "volume", "Tags": tags}],
+    )
+    return str(made["VolumeId"])
+
+
+def test_a_volume_is_left_behind_once_the_process_that_made_it_is_gone(
+    provider: AwsEbsProvider, ec2: Any, world: World, snapshot_id: str
+) -> None:
+    gone = subprocess.Popen(["true"])
+    dead = process_token(gone.pid)
+    gone.wait()
+    in_use = _temporary(ec2, snapshot_id, world.instance_id, process_token())
+    killed = _temporary(ec2, snapshot_id, world.instance_id, dead)
+    old_release = _temporary(ec2, snapshot_id, world.instance_id, None)
+    # A volume that names no process is spared for a while: it may still be in use.
+    assert [v.id for v in provider.leftovers()] == [killed]
+    assert {v.id for v in provider.leftovers(min_age=timedelta(0))} == {killed, old_release}
+    # The next materialize releases the killed one before it makes its own.
+    with provider.materialize(snapshot_id):
+        left = {v["VolumeId"] for v in temporary_volumes(ec2)}
+        assert killed not in left and {in_use, old_release} <= left
+    assert {v["VolumeId"] for v in temporary_volumes(ec2)} == {in_use, old_release}
 
 
 # -- the instance id from IMDSv2 ------------------------------------------------------

@@ -203,14 +203,16 @@ def test_cleanup_undoes_what_a_coordinator_that_died_half_way_left(
     members = set(provider.snapshot_group(group, "s-dead").values())
     group_snapshot_id = admin.snapshot(next(iter(members)))["group_snapshot_id"]
     # A set in flight is never that old: with the default age nothing of it is touched.
-    assert not (members | {d.cid for d in disks}) & set(provider.cleanup_leftovers())
+    assert not (members | {d.cid for d in disks}) & {
+        left.id for left in provider.cleanup_leftovers()
+    }
     assert {admin.volume(d.cid)["group_id"] for d in disks} == {group.id}
     time.sleep(1.5)  # Cinder's timestamps have whole seconds
 
-    removed = set(provider.cleanup_leftovers(min_age=timedelta(0)))
+    assert {left.id for left in provider.leftovers(min_age=timedelta(0))} >= members
+    removed = {left.id for left in provider.cleanup_leftovers(min_age=timedelta(0))}
     assert members | {d.cid for d in disks} <= removed
     assert {admin.volume(d.cid)["group_id"] for d in disks} == {None}
     assert admin.gone("group_snapshot", group_snapshot_id)
-    assert not (members | {d.cid for d in disks}) & set(
-        provider.cleanup_leftovers(min_age=timedelta(0))
-    )
+    again = provider.cleanup_leftovers(min_age=timedelta(0))
+    assert not (members | {d.cid for d in disks}) & {left.id for left in again}

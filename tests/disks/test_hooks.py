@@ -10,6 +10,7 @@ import pytest
 from disk_snapshots.commands.hooks import drain
 from disk_snapshots.commands.hooks import post_stop
 from disk_snapshots.commands.hooks import pre_start
+from disk_snapshots.errors import EXIT_CONFIG
 from disk_snapshots.providers.loopback import LoopbackProvider
 from disk_snapshots.snapshot.snapshotter import Paths
 from disk_snapshots.vm.instance import Disk
@@ -86,10 +87,12 @@ def test_pre_start_names_bad_properties(
 ) -> None:
     paths, doc = vm
     assert pre_start(paths) == 0
-    doc["properties"]["schedules"][0]["cron"] = "every hour"
+    doc["properties"]["schedules"][0]["timezone"] = "Mars/Olympus"  # only Python knows
     write_config(paths, doc)
-    assert pre_start(paths) == 1
-    assert "snapshotter.schedules[0].cron: 'every hour' has 2 fields" in caplog.text
+    assert pre_start(paths) == EXIT_CONFIG
+    assert 'snapshotter.schedules[0].timezone: "Mars/Olympus" is not a known time zone' in (
+        caplog.text
+    )
 
 
 def test_post_stop_takes_a_clean_snapshot_when_asked(

@@ -20,6 +20,7 @@ from disk_snapshots.commands.errands import take_snapshot
 from disk_snapshots.config import TlsConfig
 from disk_snapshots.restore.journal import Journal
 from support.cluster import stop_daemon
+from support.disks import temporary_resources
 from support.redis_cluster import Node
 from support.redis_cluster import redis_cluster
 from support.redis_cluster import replicating
@@ -205,15 +206,8 @@ ERRAND = (
 )
 
 
-def test_sigkill_during_the_copy_then_rerun_completes(cluster: list[Node], tmp_path: Path) -> None:
-    leader, _, data1 = cluster
-    write(leader, "a", 20)
-    blob = leader.vm.store / "blob.bin"
-    blob.write_bytes(os.urandom(1024 * 1024) * 150)
-    want_blob = hashlib.sha256(blob.read_bytes()).hexdigest()
-    chosen = leader.take()
-    write(leader, "b", 20)
-    blob.unlink()
+def kill_while_copying(leader: Node, tmp_path: Path, *, agent_too: bool = False) -> None:
+    """Run the errand; SIGKILL it (and the leader's agent) once the copy has started."""
     log = (tmp_path / "errand.log").open("wb")
     with log:
         errand = subprocess.Popen(
@@ -229,9 +223,24 @@ def test_sigkill_during_the_copy_then_rerun_completes(cluster: list[Node], tmp_p
                 return journal is not None and journal.phase == "copying"
 
             wait_for("the copy starts", copying, timeout=60)
+            if agent_too and leader.vm.process is not None:
+                leader.vm.process.kill()
+                leader.vm.process.wait()
             errand.send_signal(signal.SIGKILL)
         finally:
             errand.wait()
+
+
+def test_sigkill_during_the_copy_then_rerun_completes(cluster: list[Node], tmp_path: Path) -> None:
+    leader, _, data1 = cluster
+    write(leader, "a", 20)
+    blob = leader.vm.store / "blob.bin"
+    blob.write_bytes(os.urandom(1024 * 1024) * 150)
+    want_blob = hashlib.sha256(blob.read_bytes()).hexdigest()
+    chosen = leader.take()
+    write(leader, "b", 20)
+    blob.unlink()
+    kill_while_copying(leader, tmp_path)
     # The agent finishes the copy it was asked for; the rerun must not need it to.
     interrupted = Journal.read(leader.vm.store)
     assert interrupted is not None and interrupted.phase in ("copying", "copied")
@@ -306,3 +315,28 @@ def test_a_failed_verify_states_every_service_and_a_rerun_finishes(cluster: list
     assert "resuming it" in out and "restore.verify passed" in out
     assert keys(leader) == expected(("a", 10))
     wait_for("data/0 replicates", lambda: keys(data0) == expected(("a", 10)))
+
+
+def test_sigkill_of_the_agent_while_it_copies_leaves_nothing_once_it_is_back(
+    cluster: list[Node], pool: Path, tmp_path: Path
+) -> None:
+    # The agent holds the clone, its loop device and its mount while it copies; killed
+    # there (with the errand), its next start releases them and the rerun finishes.
+    leader, _, data1 = cluster
+    write(leader, "a", 20)
+    (leader.vm.store / "blob.bin").write_bytes(os.urandom(1024 * 1024) * 150)
+    chosen = leader.take()
+    write(leader, "b", 20)
+    kill_while_copying(leader, tmp_path, agent_too=True)
+    held = temporary_resources(pool)
+    assert any(r.startswith("mount ") for r in held), held
+    assert any(r.startswith("loop ") for r in held), held
+    leader.restart_daemon()
+    assert "left behind by a killed operation" in leader.vm.log.read_text()
+    assert temporary_resources(pool) == []
+    code, out = run_errand(leader)
+    assert code == 0, out
+    assert f"copy {chosen.id}" in out
+    assert keys(leader) == expected(("a", 20))
+    wait_for("data/1 replicates", lambda: keys(data1) == expected(("a", 20)))
+    assert temporary_resources(pool) == []

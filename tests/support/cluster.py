@@ -148,6 +148,8 @@ DAEMON = (
 
 
 def start_daemon(vm: Vm) -> subprocess.Popen[bytes]:
+    # A restarted daemon appends to the log: only what it writes counts.
+    start = vm.log.stat().st_size if vm.log.exists() else 0
     with vm.log.open("ab") as out:
         process = subprocess.Popen(
             [sys.executable, "-c", DAEMON, str(vm.paths.root)],
@@ -159,7 +161,7 @@ def start_daemon(vm: Vm) -> subprocess.Popen[bytes]:
     while time.monotonic() < client_deadline:
         if process.poll() is not None:
             raise RuntimeError(f"daemon of {vm.spec.label} exited: {vm.log.read_text()}")
-        if "agent API on" in vm.log.read_text():
+        if b"agent API on" in vm.log.read_bytes()[start:]:
             return process
         time.sleep(0.05)
     process.kill()

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from disk_snapshots.providers.loopback_leftovers import loop_devices
 from disk_snapshots.snapshot.snapshotter import Paths
 
 
@@ -66,3 +67,24 @@ def require_root(*tools: str) -> None:
     for tool in ("mkfs.xfs", "mkfs.ext4", "losetup", "fsfreeze", *tools):
         if shutil.which(tool) is None:
             pytest.fail(f"{tool} is missing: scripts/bootstrap installs it")
+
+
+def temporary_resources(pool: Path) -> list[str]:
+    """Every temporary resource of the loopback provider under a pool: loop devices on its
+    snapshots' files, mounts below them, clone directories, partial, pending and orphaned
+    images. A test that kills an operation wants this empty once the next one ran."""
+    found = [
+        f"loop {name} on {file}"
+        for name, file in loop_devices().items()
+        if file.startswith(f"{pool}/snapshots/")
+    ]
+    mounts = Path("/proc/self/mountinfo").read_text().splitlines()
+    found += [f"mount {line.split()[4]}" for line in mounts if f" {pool}/snapshots/" in line]
+    snapshots = pool / "snapshots"
+    if snapshots.is_dir():
+        for path in snapshots.iterdir():
+            if path.name.startswith(("materialize-", ".")):
+                found.append(f"file {path.name}")
+            elif path.suffix == ".img" and not path.with_suffix(".json").exists():
+                found.append(f"orphaned image {path.name}")
+    return sorted(found)

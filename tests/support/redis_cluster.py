@@ -44,6 +44,11 @@ class Node:
     vm: Vm
     redis_port: int
     tls: TlsConfig
+    bindir: Path = Path("/nonexistent")  # where the fake monit is
+
+    def restart_daemon(self) -> None:
+        """Start this instance's daemon again (after a test killed it), as monit would."""
+        self.vm.process = _start_daemon(self.vm, self.bindir, self.monit_dir)
 
     @property
     def label(self) -> str:
@@ -142,6 +147,8 @@ def _redis_conf(spec: MemberSpec, store: Path, port: int) -> str:
 
 def _start_daemon(vm: Vm, bindir: Path, monit_dir: Path) -> subprocess.Popen[bytes]:
     env = {**os.environ, "PATH": f"{bindir}:{os.environ['PATH']}", "FAKE_MONIT_DIR": str(monit_dir)}
+    # A restarted daemon appends to the log: only what it writes counts.
+    start = vm.log.stat().st_size if vm.log.exists() else 0
     with vm.log.open("ab") as out:
         process = subprocess.Popen(
             [sys.executable, "-c", DAEMON, str(vm.paths.root)],
@@ -154,7 +161,7 @@ def _start_daemon(vm: Vm, bindir: Path, monit_dir: Path) -> subprocess.Popen[byt
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"daemon of {vm.spec.label} exited: {vm.log.read_text()}")
-        if "agent API on" in vm.log.read_text():
+        if b"agent API on" in vm.log.read_bytes()[start:]:
             return process
         time.sleep(0.05)
     stop_daemon(process)
@@ -186,7 +193,7 @@ def redis_cluster(
             for link in doc["links"].values():
                 link["properties"]["service"]["profile"] = "redis"
             vm = Vm(spec, write_vm(root, doc, cid, image), port)
-            node = Node(vm, redis_port, tls)
+            node = Node(vm, redis_port, tls, bindir)
             node.monit_dir.mkdir()
             conf = root / "redis.conf"
             conf.write_text(_redis_conf(spec, store, redis_port))
@@ -198,7 +205,7 @@ def redis_cluster(
         for node in nodes:
             node.monit("start", "redis")
         for node in nodes:
-            node.vm.process = _start_daemon(node.vm, bindir, node.monit_dir)
+            node.restart_daemon()
         for node in nodes:
             wait_for(f"{node.label} answers", lambda n=node: n.redis().call("PING") == "PONG")
         for node in nodes[1:]:

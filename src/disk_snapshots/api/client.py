@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from disk_snapshots.api.tls import client_context
 from disk_snapshots.config import TlsConfig
+from disk_snapshots.errors import ReleaseError
 from disk_snapshots.restore.plan import PlanEntry
 from disk_snapshots.triggers import MANUAL
 
@@ -23,7 +24,7 @@ DEFAULT_TIMEOUT = 30.0
 QUIESCE_TIMEOUT = 75.0
 
 
-class AgentError(RuntimeError):
+class AgentError(ReleaseError, RuntimeError):
     """The agent answered, and said no; ``status`` is the HTTP status."""
 
     def __init__(self, address: str, status: int, message: str, problems: tuple[str, ...] = ()):
@@ -35,7 +36,7 @@ class AgentError(RuntimeError):
         super().__init__(f"{address}: HTTP {status}: {message}{detail}")
 
 
-class AgentUnreachable(RuntimeError):
+class AgentUnreachable(ReleaseError, RuntimeError):
     """No answer: connection refused, TLS refused, timeout."""
 
 

@@ -16,10 +16,14 @@ import tempfile
 from pathlib import Path
 
 from disk_snapshots.config import TlsConfig
+from disk_snapshots.errors import EXIT_CONFIG
+from disk_snapshots.errors import ReleaseError
 
 
-class TlsSetupError(RuntimeError):
+class TlsSetupError(ReleaseError, RuntimeError):
     """The configured CA, certificate or key cannot be used (the message holds no secret)."""
+
+    exit_code = EXIT_CONFIG
 
 
 def _load_identity(context: ssl.SSLContext, tls: TlsConfig) -> None:

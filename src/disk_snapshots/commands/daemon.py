@@ -27,8 +27,11 @@ from disk_snapshots.config import ConfigError
 from disk_snapshots.daemon.agent import Agent
 from disk_snapshots.daemon.scheduler import MAX_SLEEP
 from disk_snapshots.daemon.scheduler import Scheduler
+from disk_snapshots.errors import code_of
 from disk_snapshots.metrics import Metrics
 from disk_snapshots.metrics import vm_gauges
+from disk_snapshots.providers.base import LeavesDebris
+from disk_snapshots.providers.base import ProviderError
 from disk_snapshots.snapshot.snapshotter import SNAPSHOT_ERRORS
 from disk_snapshots.snapshot.snapshotter import VM_PATHS
 from disk_snapshots.snapshot.snapshotter import Paths
@@ -61,7 +64,8 @@ def run(paths: Paths = VM_PATHS) -> int:
         return EXIT_INVALID_CONFIG
     except SNAPSHOT_ERRORS as err:
         log.error("cannot start: %s", err)
-        return 1
+        return code_of(err)
+    _release_leftovers(snapshotter)
     spec = snapshotter.config.spec
     paths.data.mkdir(parents=True, exist_ok=True)
     metrics = Metrics(
@@ -95,6 +99,21 @@ def run(paths: Paths = VM_PATHS) -> int:
             agent.close()
     log.info("stopped")
     return 0
+
+
+def _release_leftovers(snapshotter: Snapshotter) -> None:
+    """What a killed run of this VM left behind (a restore's clone or volume, a partial
+    image) goes now: nothing of this daemon's can be using it yet."""
+    provider = snapshotter.provider
+    if not isinstance(provider, LeavesDebris):
+        return
+    try:
+        released = provider.cleanup_leftovers()
+    except ProviderError as err:
+        log.error("%s; bin/snapshots cleanup tries again", err)
+        return
+    for leftover in released:
+        log.warning("released %s, left behind by a killed operation", leftover.describe())
 
 
 def _start_api(agent: Agent) -> RunningApi | None:

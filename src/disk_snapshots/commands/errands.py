@@ -14,6 +14,8 @@ from disk_snapshots.config import ConfigError
 from disk_snapshots.config import ListSnapshotsConfig
 from disk_snapshots.config import TakeSnapshotConfig
 from disk_snapshots.config import load_config
+from disk_snapshots.errors import EXIT_PARTIAL
+from disk_snapshots.errors import code_of
 from disk_snapshots.members import coordinator
 from disk_snapshots.sets.coordinator import SetError
 from disk_snapshots.sets.coordinator import run_set
@@ -38,7 +40,7 @@ def _load(job: str, kind: type[T], paths: Paths) -> tuple[T, Snapshotter] | int:
         return EXIT_INVALID_CONFIG
     except SNAPSHOT_ERRORS as err:
         print(f"{job}: this instance's snapshotter cannot be used: {err}")
-        return 1
+        return code_of(err)
     if not isinstance(config, kind):
         print(f"{job}: {paths.job_config(job)} is not the {job} job's config")
         return EXIT_INVALID_CONFIG
@@ -55,14 +57,18 @@ def take_snapshot(paths: Paths = VM_PATHS) -> int:
     spec = snapshotter.config.spec
     try:
         taken = snapshotter.take(MANUAL, note=config.note)
-        snapshotter.prune()
     except SNAPSHOT_ERRORS as err:
         print(f"take-snapshot: {spec.name}/{spec.index}: FAILED, no snapshot taken: {err}")
-        return 1
+        return code_of(err)
     for warning in taken.warnings:
         print(f"take-snapshot: warning: {warning}")
     print(render_table([taken.snapshot]))
     print(f"frozen for {taken.frozen_seconds * 1000:.0f} ms")
+    try:
+        snapshotter.prune()
+    except SNAPSHOT_ERRORS as err:
+        print(f"take-snapshot: snapshot {taken.snapshot.id} taken, but retention failed: {err}")
+        return EXIT_PARTIAL
     return 0
 
 
@@ -76,7 +82,7 @@ def _take_set(snapshotter: Snapshotter, note: str) -> int:
         outcome = run_set(snapshotter, MANUAL, note=note)
     except SetError as err:
         print(f"take-snapshot: FAILED, no set taken: {err}")
-        return 1
+        return code_of(err)
     taken = [r.snapshot_id for r in outcome.results if r.snapshot_id]
     try:
         catalog = [s for s in snapshotter.catalog() if s.id in taken]
@@ -94,7 +100,7 @@ def _take_set(snapshotter: Snapshotter, note: str) -> int:
         print(f"take-snapshot: warning: {warning}")
     if outcome.state != "complete":
         print(f"take-snapshot: set {outcome.set_id} is INCOMPLETE: {outcome.reason}")
-        return 1
+        return EXIT_PARTIAL
     print(
         f"take-snapshot: set {outcome.set_id} complete: {len(taken)} snapshots "
         f"({outcome.cut}), longest freeze {outcome.longest_freeze * 1000:.0f} ms"
@@ -115,6 +121,6 @@ def list_snapshots(paths: Paths = VM_PATHS) -> int:
         catalog = snapshotter.catalog()
     except SNAPSHOT_ERRORS as err:
         print(f"list-snapshots: FAILED, the catalog cannot be read: {err}")
-        return 1
+        return code_of(err)
     print(to_json(catalog) if config.format == "json" else render_table(catalog))
     return 0

@@ -24,6 +24,7 @@ from disk_snapshots.config import SnapshotterConfig
 from disk_snapshots.config import load_snapshotter_config
 from disk_snapshots.drain import DrainArgumentError
 from disk_snapshots.drain import decide
+from disk_snapshots.errors import code_of
 from disk_snapshots.providers import make_provider
 from disk_snapshots.providers.base import ProviderError
 from disk_snapshots.restore.journal import Journal
@@ -76,7 +77,7 @@ def pre_start(paths: Paths) -> int:
                 run_imports(config.service.import_pre_start, "import.pre_start")
     except (InstanceError, ProviderError, ServiceError, DeadlineExceeded, OSError) as err:
         log.error("pre-start failed: %s", err)
-        return 1
+        return code_of(err)
     log.info("pre-start: configuration valid, disk %s, provider %s", disk.cid, config.provider.type)
     return 0
 
@@ -90,7 +91,7 @@ def post_start(paths: Paths) -> int:
         return EXIT_INVALID_CONFIG
     except (InstanceError, ProviderError) as err:
         log.error("post-start failed: %s", err)
-        return 1
+        return code_of(err)
     config, service = snapshotter.config, snapshotter.service
     try:
         with deadline(POST_START_SECONDS, "post-start"):
@@ -108,7 +109,7 @@ def post_start(paths: Paths) -> int:
                 marker.unlink()
     except (ServiceError, DeadlineExceeded, OSError) as err:
         log.error("post-start failed: %s", err)
-        return 1
+        return code_of(err)
     log.info("post-start: %s answers as %s", service.name, role)
     return 0
 
@@ -131,7 +132,7 @@ def drain(args: Sequence[str], environ: Mapping[str, str], paths: Paths) -> tupl
             config.drain.snapshot_on,
         )
     except DrainArgumentError as err:
-        return _drain_failed(config, f"drain: {err}")
+        return _drain_failed(config, f"drain: {err}", err.exit_code)
     log.info("drain %s: %s", " ".join(args), decision.reason)
     if decision.trigger is None:
         return 0, "0"
@@ -152,7 +153,7 @@ def drain(args: Sequence[str], environ: Mapping[str, str], paths: Paths) -> tupl
                 _mark_pending_import(snapshotter.disk.mount, f"drain {decision.trigger}")
             plan = snapshotter.prune()
     except SNAPSHOT_ERRORS as err:
-        return _drain_failed(config, f"{decision.trigger} snapshot failed: {err}")
+        return _drain_failed(config, f"{decision.trigger} snapshot failed: {err}", code_of(err))
     a = taken.snapshot.annotations
     log.info(
         "%s snapshot %s of %s taken: consistency %s, role %s, frozen %.3fs; retention deleted %d",
@@ -167,12 +168,12 @@ def drain(args: Sequence[str], environ: Mapping[str, str], paths: Paths) -> tupl
     return 0, "0"
 
 
-def _drain_failed(config: SnapshotterConfig, message: str) -> tuple[int, str]:
+def _drain_failed(config: SnapshotterConfig, message: str, code: int) -> tuple[int, str]:
     if config.drain.on_failure == "warn":
         log.warning("%s; continuing because drain.on_failure is warn", message)
         return 0, "0"
     log.error("%s; stopping the deploy because drain.on_failure is fail", message)
-    return 1, ""
+    return code, ""
 
 
 def _mark_pending_import(store: Path, reason: str) -> None:
@@ -199,7 +200,7 @@ def post_stop(paths: Paths) -> int:
             snapshotter.prune()
     except SNAPSHOT_ERRORS as err:
         log.error("post-stop: clean %s snapshot failed: %s", trigger, err)
-        return 1
+        return code_of(err)
     log.info("post-stop: clean %s snapshot %s taken", trigger, snapshot.id)
     return 0
 

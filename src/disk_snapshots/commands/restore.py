@@ -11,6 +11,7 @@ import contextlib
 import signal
 import sys
 import time
+import traceback
 from collections.abc import Iterator
 from collections.abc import Mapping
 from collections.abc import Sequence
@@ -30,12 +31,13 @@ from disk_snapshots.config import RestoreConfig
 from disk_snapshots.config import SnapshotterConfig
 from disk_snapshots.config import load_config
 from disk_snapshots.config import load_snapshotter_config
+from disk_snapshots.errors import EXIT_BUG
+from disk_snapshots.errors import ReleaseError
 from disk_snapshots.members import coordinator
 from disk_snapshots.members import link_members
 from disk_snapshots.members import linked
 from disk_snapshots.members import myself
 from disk_snapshots.restore import hold
-from disk_snapshots.restore.coordinator import EXIT_FAILED
 from disk_snapshots.restore.coordinator import Runner
 from disk_snapshots.restore.journal import new_restore_id
 from disk_snapshots.restore.plan import PlanEntry
@@ -194,12 +196,14 @@ def run(paths: Paths = VM_PATHS, out: TextIO = sys.stdout) -> int:
         clients = {m.id: AgentClient.connect(m.address, m.port, config.api.tls) for m in members}
     except TlsSetupError as err:
         print(f"restore: cannot talk to the agents: {err}; nothing was stopped", file=out)
-        return EXIT_FAILED
+        return err.exit_code
     runner = Runner(members, clients, restore, out, time.monotonic() + restore.timeout)
     with _terminated_is_failure():
         try:
             return _restore(runner, config, paths)
-        except RestoreFailed as err:
+        except ReleaseError as err:
             return runner.report_failure(str(err))
         except Exception as err:  # a bug: still say where every instance stands
-            return runner.report_failure(f"internal error: {err!r}")
+            traceback.print_exc(file=sys.stderr)
+            runner.report_failure(f"internal error, a bug (the traceback is on stderr): {err!r}")
+            return EXIT_BUG

@@ -1,4 +1,7 @@
-"""``bin/snapshots list|show|take|delete|cleanup``: the catalog for ``bosh ssh`` users."""
+"""``bin/snapshots list|show|take|delete|cleanup``: the catalog for ``bosh ssh`` users.
+
+Errors reach cli.main's guard (errors.guarded): one line, the documented exit code.
+"""
 
 from __future__ import annotations
 
@@ -7,46 +10,49 @@ import sys
 from datetime import UTC
 from datetime import datetime
 
-from disk_snapshots.config import EXIT_INVALID_CONFIG
-from disk_snapshots.config import ConfigError
+from disk_snapshots.errors import EXIT_PARTIAL
+from disk_snapshots.errors import PartialFailure
+from disk_snapshots.errors import UsageError
 from disk_snapshots.providers.base import LeavesDebris
 from disk_snapshots.retention import guard_keeps
 from disk_snapshots.retention import holds
 from disk_snapshots.snapshot.snapshotter import SNAPSHOT_ERRORS
+from disk_snapshots.snapshot.snapshotter import VM_PATHS
+from disk_snapshots.snapshot.snapshotter import Paths
 from disk_snapshots.snapshot.snapshotter import Snapshotter
 from disk_snapshots.table import render_table
 from disk_snapshots.table import to_json
 from disk_snapshots.triggers import MANUAL
 
 
-def run_snapshots(args: argparse.Namespace) -> int:
+def run_snapshots(args: argparse.Namespace, paths: Paths = VM_PATHS) -> int:
+    snapshotter = Snapshotter.load(paths)
+    if args.action == "list":
+        catalog = snapshotter.catalog()
+        print(to_json(catalog) if args.json else render_table(catalog))
+    elif args.action == "show":
+        print(to_json([snapshotter.provider.get(args.snapshot_id)]))
+    elif args.action == "take":
+        return _take(snapshotter, args.note, as_json=args.json)
+    elif args.action == "delete":
+        return _delete(snapshotter, args.snapshot_id, force=args.force)
+    elif args.action == "cleanup":
+        return _cleanup(snapshotter, yes=args.yes)
+    return 0
+
+
+def _take(snapshotter: Snapshotter, note: str, *, as_json: bool) -> int:
+    taken = snapshotter.take(MANUAL, note=note)
+    # Warnings on stderr: with --json, stdout is one document the operator's command reads.
+    for warning in taken.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    print(to_json([taken.snapshot]) if as_json else render_table([taken.snapshot]))
     try:
-        snapshotter = Snapshotter.load()
-    except ConfigError as err:
-        print(err.report("invalid configuration"), file=sys.stderr)
-        return EXIT_INVALID_CONFIG
+        snapshotter.prune()
     except SNAPSHOT_ERRORS as err:
-        print(f"snapshots: {err}", file=sys.stderr)
-        return 1
-    try:
-        if args.action == "list":
-            catalog = snapshotter.catalog()
-            print(to_json(catalog) if args.json else render_table(catalog))
-        elif args.action == "show":
-            print(to_json([snapshotter.provider.get(args.snapshot_id)]))
-        elif args.action == "take":
-            taken = snapshotter.take(MANUAL, note=args.note)
-            snapshotter.prune()
-            for warning in taken.warnings:
-                print(f"warning: {warning}", file=sys.stderr)
-            print(to_json([taken.snapshot]) if args.json else render_table([taken.snapshot]))
-        elif args.action == "delete":
-            return _delete(snapshotter, args.snapshot_id, force=args.force)
-        elif args.action == "cleanup":
-            _cleanup(snapshotter)
-    except SNAPSHOT_ERRORS as err:
-        print(f"snapshots {args.action}: {err}", file=sys.stderr)
-        return 1
+        raise PartialFailure(
+            f"snapshot {taken.snapshot.id} taken, but retention failed: {err}"
+        ) from None
     return 0
 
 
@@ -57,24 +63,30 @@ def _delete(snapshotter: Snapshotter, snapshot_id: str, *, force: bool) -> int:
         snapshot.id
     )
     if guard and not force:
-        print(
-            f"snapshots delete: {snapshot_id} ({guard}): retention keeps it on purpose. "
-            "Pass --force to delete it anyway.",
-            file=sys.stderr,
+        raise UsageError(
+            f"{snapshot_id} ({guard}): retention keeps it on purpose. "
+            "Pass --force to delete it anyway."
         )
-        return 1
     snapshotter.provider.delete(snapshot_id)
     print(f"deleted {snapshot_id}")
     return 0
 
 
-def _cleanup(snapshotter: Snapshotter) -> None:
+def _cleanup(snapshotter: Snapshotter, *, yes: bool) -> int:
+    """What killed operations left behind; released only with --yes."""
     provider = snapshotter.provider
     if not isinstance(provider, LeavesDebris):
-        print(f"the {provider.name} provider keeps no temporary resources to clean up")
-        return
-    removed = provider.cleanup_leftovers()
-    print(
-        f"removed {len(removed)} leftover temporary resource(s){': ' if removed else ''}"
-        + ", ".join(removed)
-    )
+        print(f"the {provider.name} provider makes no temporary resources")
+        return 0
+    found = provider.leftovers()
+    if not found:
+        print("nothing left behind")
+        return 0
+    for leftover in found:
+        print(f"{'releasing' if yes else 'left behind'}: {leftover.describe()}")
+    if not yes:
+        print(f"{len(found)} left behind; run again with --yes to release them")
+        return 0
+    released = provider.cleanup_leftovers()
+    print(f"released {len(released)} of {len(found)}")
+    return 0 if len(released) >= len(found) else EXIT_PARTIAL

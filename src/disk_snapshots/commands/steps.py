@@ -17,6 +17,7 @@ import sys
 from datetime import UTC
 from datetime import datetime
 from datetime import timedelta
+from typing import TypeVar
 
 from disk_snapshots.config import ConfigError
 from disk_snapshots.member_errors import MemberError
@@ -76,7 +77,10 @@ def hold_seconds(text: str) -> timedelta:
     return timedelta(seconds=seconds)
 
 
-def add_steps(actions: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+Parser = TypeVar("Parser", bound=argparse.ArgumentParser)
+
+
+def add_steps(actions: argparse._SubParsersAction[Parser]) -> None:
     actions.add_parser(
         "status", help=f"this instance's role, service, disk, journals {FOR_THE_OPERATOR}"
     )

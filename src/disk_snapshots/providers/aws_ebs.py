@@ -45,10 +45,12 @@ from disk_snapshots.catalog import Snapshot
 from disk_snapshots.catalog import State
 from disk_snapshots.catalog import select
 from disk_snapshots.config import AwsSettings
+from disk_snapshots.providers.base import Leftover
 from disk_snapshots.providers.base import NewDisk
 from disk_snapshots.providers.base import ProviderError
 from disk_snapshots.providers.base import UnknownSnapshot
 from disk_snapshots.providers.ebs_volumes import IMDS
+from disk_snapshots.providers.ebs_volumes import UNMARKED_GRACE
 from disk_snapshots.providers.ebs_volumes import EbsVolumes
 from disk_snapshots.providers.ec2 import PER_VOLUME_RATE
 from disk_snapshots.providers.ec2 import SOURCE_SNAPSHOT_TAG
@@ -455,8 +457,6 @@ class AwsEbsProvider:
 
     # -- materialize ----------------------------------------------------------------------
 
-    # -- materialize ----------------------------------------------------------------------
-
     def instance_id(self) -> str:
         return self.volumes.instance_id()
 
@@ -474,7 +474,10 @@ class AwsEbsProvider:
         with self.volumes.mounted(snapshot_id, az) as mountpoint:
             yield mountpoint
 
-    def cleanup_leftovers(self, min_age: timedelta = timedelta(minutes=30)) -> builtins.list[str]:
+    def leftovers(self, min_age: timedelta = UNMARKED_GRACE) -> builtins.list[Leftover]:
+        return self.volumes.leftovers(min_age)
+
+    def cleanup_leftovers(self, min_age: timedelta = UNMARKED_GRACE) -> builtins.list[Leftover]:
         return self.volumes.cleanup_leftovers(min_age)
 
     def create_disk(self, snapshot_id: str, like: Disk, labels: Mapping[str, str]) -> NewDisk:

@@ -12,15 +12,22 @@ from typing import runtime_checkable
 from disk_snapshots.annotations import Annotations
 from disk_snapshots.catalog import Query
 from disk_snapshots.catalog import Snapshot
+from disk_snapshots.errors import EXIT_PROVIDER
+from disk_snapshots.errors import EXIT_USAGE
+from disk_snapshots.errors import ReleaseError
 from disk_snapshots.vm.instance import Disk
 
 
-class ProviderError(RuntimeError):
+class ProviderError(ReleaseError, RuntimeError):
     """The backend refused or failed; the message says what and where."""
+
+    exit_code = EXIT_PROVIDER
 
 
 class UnknownSnapshot(ProviderError):
-    """No snapshot with that id exists (or it is not one of ours)."""
+    """No snapshot with that id exists (or it is not one of ours): a bad argument."""
+
+    exit_code = EXIT_USAGE
 
 
 class Provider(Protocol):
@@ -56,12 +63,39 @@ class Provider(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class Leftover:
+    """A temporary resource a provider made and an operation killed midway left behind."""
+
+    kind: str  # "loop device", "mount", "temporary image", "temporary volume", ...
+    id: str  # the device, path or cloud id, as the operator would look for it
+    detail: str = ""  # what made it and why it counts as left behind
+
+    def describe(self) -> str:
+        return f"{self.kind} {self.id}" + (f" ({self.detail})" if self.detail else "")
+
+
 @runtime_checkable
 class LeavesDebris(Protocol):
-    """A provider whose materialize makes resources a killed process can leave behind."""
+    """A provider whose operations make temporary resources (materialize: a clone and a
+    loop device, a cloud volume; snapshot: a partial image) that a killed process can
+    leave behind. Each is marked with the process that made it (vm/processes
+    ``process_token``) the moment it exists, and counts as left behind once that process
+    is gone. The provider releases its own leftovers before it makes new ones (the next
+    run of the same operation), the daemon at start, and ``bin/snapshots cleanup``.
 
-    def cleanup_leftovers(self) -> list[str]:
-        """Remove what earlier runs on this VM left behind; the ids of what was removed."""
+    A new kind of temporary resource (the backup tier's copies, for one) is listed by
+    ``leftovers`` and released by ``cleanup_leftovers``, and gets a kill test in
+    tests/disks/test_leftovers.py or tests/aws/test_aws_leftovers.py.
+    """
+
+    def leftovers(self) -> list[Leftover]:
+        """What earlier runs on this VM left behind; nothing is changed."""
+        ...
+
+    def cleanup_leftovers(self) -> list[Leftover]:
+        """Release what ``leftovers`` finds; returns what was released. What cannot be
+        released is named in one ProviderError, after the rest was."""
         ...
 
 

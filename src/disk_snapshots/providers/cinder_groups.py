@@ -30,6 +30,7 @@ from typing import Any
 from disk_snapshots.annotations import TAG_PREFIX
 from disk_snapshots.annotations import Annotations
 from disk_snapshots.catalog import Snapshot
+from disk_snapshots.providers.base import Leftover
 from disk_snapshots.providers.base import ProviderError
 from disk_snapshots.providers.base import UnknownSnapshot
 from disk_snapshots.providers.cinder_api import CinderApi
@@ -332,26 +333,35 @@ def release_unclaimed(api: CinderApi, snapshot_id: str) -> None:
     release_member(api, raw)
 
 
-def cleanup_leftovers(api: CinderApi, min_age: timedelta, timeout: float) -> list[str]:
+def cleanup_leftovers(
+    api: CinderApi, min_age: timedelta, timeout: float, *, release: bool = True
+) -> list[Leftover]:
     """What a set whose coordinator died half-way leaves in the project, older than
     ``min_age`` (no set in flight is that old: a freeze lasts 300 s at most): group-snapshot
     members nobody claimed, released; volumes still in a disk-snapshots group, taken out
-    (BOSH cannot delete a disk in a group). The ids of what was released or taken out."""
+    (BOSH cannot delete a disk in a group). With ``release`` false, only listed."""
     cutoff = datetime.now(UTC) - min_age
 
     def old(raw: Mapping[str, Any]) -> bool:
         moment = timestamp(raw.get("updated_at") or raw.get("created_at"))
         return moment is not None and moment < cutoff
 
-    done: list[str] = []
+    found: list[Leftover] = []
     marked = {"metadata": json.dumps({MARKER_KEY: MARKER}, sort_keys=True)}
     for page in api.pages("/snapshots/detail", "snapshots", marked, "listing our snapshots"):
         for raw in page:
             metadata = metadata_dict(raw)
             unclaimed = raw.get("group_snapshot_id") and not is_ours(metadata)
             if unclaimed and not is_released(metadata) and old(raw):
-                release_member(api, raw)
-                done.append(str(raw["id"]))
+                if release:
+                    release_member(api, raw)
+                found.append(
+                    Leftover(
+                        "unclaimed group-snapshot member",
+                        str(raw["id"]),
+                        f"of group snapshot {raw['group_snapshot_id']}",
+                    )
+                )
     for page in api.pages("/groups/detail", "groups", {}, "listing groups"):
         for group in page:
             if not str(group.get("name", "")).startswith(GROUP_NAME_PREFIX) or not old(group):
@@ -359,9 +369,13 @@ def cleanup_leftovers(api: CinderApi, min_age: timedelta, timeout: float) -> lis
             group_id = check_uuid(group.get("id"), "group")
             members = [str(v["id"]) for v in _volumes_in(api, group_id)]
             if members and group.get("status") == "available":
-                _update_group(api, group_id, timeout, remove=members)
-                done.extend(members)
-    return done
+                if release:
+                    _update_group(api, group_id, timeout, remove=members)
+                found.extend(
+                    Leftover("volume in a disk-snapshots group", m, f"group {group_id}")
+                    for m in members
+                )
+    return found
 
 
 def _volumes_in(api: CinderApi, group_id: str) -> list[dict[str, Any]]:

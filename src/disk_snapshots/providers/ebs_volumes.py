@@ -2,9 +2,10 @@
 
 CreateVolume from the snapshot in this instance's zone, AttachVolume here, find the
 device (nvme.py), mount it read-only; on the way out unmount, detach, wait, delete.
-Every such volume is tagged temporary (with its source and this instance) the moment
-it is created, so one a killed process left behind is found by ``cleanup_leftovers``
-(``bin/snapshots cleanup``).
+Every such volume is tagged temporary, with its source, this instance and the process
+that made it (``process_token``), the moment it is created: once that process is gone,
+or its teardown failed (the tag then says ``released``), the volume is a leftover that
+the next materialize, the daemon's start and ``bin/snapshots cleanup`` release.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from typing import TYPE_CHECKING
 from typing import Any
 
 from disk_snapshots.annotations import TAG_PREFIX
+from disk_snapshots.providers.base import Leftover
 from disk_snapshots.providers.base import NewDisk
 from disk_snapshots.providers.base import ProviderError
 from disk_snapshots.providers.ec2 import INSTANCE_ID
@@ -38,6 +40,8 @@ from disk_snapshots.providers.ec2 import Ec2
 from disk_snapshots.providers.ec2 import tag_list
 from disk_snapshots.providers.ec2 import tags_of
 from disk_snapshots.providers.nvme import DeviceSeam
+from disk_snapshots.vm.processes import process_token
+from disk_snapshots.vm.processes import token_alive
 
 if TYPE_CHECKING:
     from mypy_boto3_ec2.type_defs import FilterTypeDef
@@ -46,11 +50,15 @@ log = logging.getLogger(__name__)
 
 TEMPORARY_TAG = TAG_PREFIX + "temporary"
 MATERIALIZED_BY_TAG = TAG_PREFIX + "materialized_by"
+OWNER_TAG = TAG_PREFIX + "materialized_by_process"
+RELEASED = "released"  # the owner's teardown failed: no process uses the volume any more
 IMDS = "http://169.254.169.254"
-# Device names AttachVolume accepts for data volumes; Nitro ignores the name, Xen maps
-# sdX to xvdX, and both refuse one already in use on the instance.
 # Volume types whose IOPS are provisioned (gp2's are implied by its size).
 IOPS_TYPES = ("gp3", "io1", "io2")
+# Volumes of an older release name no process: spared this long (a materialize may use it).
+UNMARKED_GRACE = timedelta(minutes=30)
+# Device names AttachVolume accepts for data volumes; Nitro ignores the name, Xen maps
+# sdX to xvdX, and both refuse one already in use on the instance.
 DEVICE_NAMES = tuple(f"/dev/sd{letter}" for letter in "fghijklmnop")
 
 
@@ -159,6 +167,7 @@ class EbsVolumes:
             TEMPORARY_TAG: "true",
             SOURCE_SNAPSHOT_TAG: snapshot_id,
             MATERIALIZED_BY_TAG: instance_id,
+            OWNER_TAG: process_token(),
         }
         with self.ec2.calling(f"CreateVolume from {snapshot_id} in {zone}"):
             return self.ec2.client().create_volume(
@@ -204,6 +213,7 @@ class EbsVolumes:
     def mounted(self, snapshot_id: str, az: str) -> Iterator[Path]:
         """A new volume from the (completed) snapshot, attached here and mounted read-only;
         unmounted, detached and deleted on exit."""
+        self._release_leftovers()
         instance_id, zone, device_name = self._placement(snapshot_id, az)
         volume_id = self._create(snapshot_id, zone, instance_id)
         attached = False
@@ -228,6 +238,7 @@ class EbsVolumes:
         finally:
             problems = self._tear_down(volume_id, instance_id, attached, mountpoint, mounted)
             if problems:
+                self._mark_released(volume_id)
                 message = (
                     f"cleaning up after materializing {snapshot_id}: {'; '.join(problems)}; "
                     f"the volume is tagged {TEMPORARY_TAG}=true for cleanup_leftovers, which "
@@ -285,11 +296,25 @@ class EbsVolumes:
                 )
         return problems
 
-    def cleanup_leftovers(self, min_age: timedelta = timedelta(minutes=30)) -> builtins.list[str]:
-        """Detach and delete temporary volumes this instance left behind; returns their ids.
+    def _mark_released(self, volume_id: str) -> None:
+        """No process uses the volume now: the next cleanup may take it at once."""
+        try:
+            with self.ec2.calling(f"CreateTags of {volume_id}"):
+                self.ec2.client().create_tags(
+                    Resources=[volume_id], Tags=tag_list({OWNER_TAG: RELEASED})
+                )
+        except ProviderError as err:
+            log.error("%s; the volume is released when this process is gone", err)
 
-        ``min_age`` spares a volume a materialize running right now may still be using.
-        """
+    def _release_leftovers(self) -> None:
+        """Before making a new volume: what a killed run left goes first."""
+        try:
+            self.cleanup_leftovers()
+        except ProviderError as err:
+            log.warning("%s (bin/snapshots cleanup tries again)", err)
+
+    def _temporary(self, min_age: timedelta) -> builtins.list[Mapping[str, Any]]:
+        """This instance's temporary volumes that no running process uses."""
         instance_id = self.instance_id()
         filters: builtins.list[FilterTypeDef] = [
             {"Name": f"tag:{TEMPORARY_TAG}", "Values": ["true"]},
@@ -299,13 +324,37 @@ class EbsVolumes:
             pages = self.ec2.client().get_paginator("describe_volumes").paginate(Filters=filters)
             volumes = [v for page in pages for v in page.get("Volumes", [])]
         now = datetime.now(UTC)
-        removed: builtins.list[str] = []
-        failed: builtins.list[str] = []
+        found: builtins.list[Mapping[str, Any]] = []
         for volume in volumes:
-            volume_id = volume["VolumeId"]
-            created = volume.get("CreateTime")
-            if isinstance(created, datetime) and now - created < min_age:
+            owner = tags_of(volume).get(OWNER_TAG)
+            if owner is None:
+                # Made before volumes named their process: spared while it may be in use.
+                created = volume.get("CreateTime")
+                if isinstance(created, datetime) and now - created < min_age:
+                    continue
+            elif owner != RELEASED and token_alive(owner):
                 continue
+            found.append(volume)
+        return found
+
+    def leftovers(self, min_age: timedelta = UNMARKED_GRACE) -> builtins.list[Leftover]:
+        return [
+            Leftover(
+                "temporary volume",
+                v["VolumeId"],
+                f"from {tags_of(v).get(SOURCE_SNAPSHOT_TAG, '?')}, {v.get('State', '?')}",
+            )
+            for v in self._temporary(min_age)
+        ]
+
+    def cleanup_leftovers(self, min_age: timedelta = UNMARKED_GRACE) -> builtins.list[Leftover]:
+        """Unmount, detach and delete the temporary volumes of this instance that no running
+        process uses; returns what was released."""
+        instance_id = self.instance_id()
+        removed: builtins.list[Leftover] = []
+        failed: builtins.list[str] = []
+        for volume in self._temporary(min_age):
+            volume_id = volume["VolumeId"]
             attached = any(
                 a.get("InstanceId") == instance_id and a.get("State") in ("attaching", "attached")
                 for a in volume.get("Attachments", [])
@@ -317,7 +366,8 @@ class EbsVolumes:
                 failed.extend(problems)
             else:
                 log.info("removed leftover temporary volume %s", volume_id)
-                removed.append(volume_id)
+                source = tags_of(volume).get(SOURCE_SNAPSHOT_TAG, "?")
+                removed.append(Leftover("temporary volume", volume_id, f"from {source}"))
         if failed:
             raise ProviderError("leftover temporary volumes not removed: " + "; ".join(failed))
         return removed

@@ -13,6 +13,8 @@ renamed, so a crash leaves no half snapshot that lists as whole.
 
 from __future__ import annotations
 
+import builtins
+import errno
 import json
 import logging
 import os
@@ -32,11 +34,17 @@ from disk_snapshots.annotations import Annotations
 from disk_snapshots.catalog import Query
 from disk_snapshots.catalog import Snapshot
 from disk_snapshots.catalog import select
+from disk_snapshots.providers.base import Leftover
 from disk_snapshots.providers.base import NewDisk
 from disk_snapshots.providers.base import ProviderError
 from disk_snapshots.providers.base import UnknownSnapshot
+from disk_snapshots.providers.loopback_leftovers import MATERIALIZE_PREFIX
+from disk_snapshots.providers.loopback_leftovers import OWNER
+from disk_snapshots.providers.loopback_leftovers import PoolDebris
+from disk_snapshots.providers.loopback_leftovers import run
 from disk_snapshots.vm import fsops
 from disk_snapshots.vm.instance import Disk
+from disk_snapshots.vm.processes import process_token
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +62,12 @@ def check_id(snapshot_id: str) -> str:
     return snapshot_id
 
 
+# What FICLONE answers where the filesystem cannot clone (no reflink, another
+# filesystem): a full copy does the job there. Any other error (EPERM, ENOSPC, EIO) would
+# stop a copy just the same, so it is reported as it is.
+NO_REFLINK = (errno.EOPNOTSUPP, errno.EXDEV, errno.EINVAL, errno.ENOTTY)
+
+
 def clone(source: Path, target: Path) -> str:
     """Copy-on-write clone when the filesystem can, else a sparse copy; says which."""
     try:
@@ -62,6 +76,8 @@ def clone(source: Path, target: Path) -> str:
     except OSError as err:
         target.unlink(missing_ok=True)
         reason = err.strerror or str(err)
+        if err.errno not in NO_REFLINK:
+            raise ProviderError(f"cloning {source} to {target} failed: {reason}") from None
     log.warning(
         "%s cannot be reflinked (%s); making a full sparse copy, which takes time and space",
         source,
@@ -79,12 +95,17 @@ def clone(source: Path, target: Path) -> str:
     return "full"
 
 
-def _write_atomically(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with tmp.open("w") as handle:
+def _write_synced(path: Path, text: str) -> None:
+    with path.open("w") as handle:
         handle.write(text)
         handle.flush()
         os.fsync(handle.fileno())
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    # Marked with its writer, so a leftover of a killed writer is known (loopback_leftovers).
+    tmp = path.with_name(f".{path.name}.tmp-{process_token()}")
+    _write_synced(tmp, text)
     tmp.replace(path)
 
 
@@ -92,17 +113,20 @@ class LoopbackProvider:
     name = "loopback"
     can_materialize = True
 
-    def __init__(self, pool: Path) -> None:
+    def __init__(self, pool: Path, disk_cid: str = "") -> None:
         self.pool = pool
         self.directory = pool / "snapshots"
+        # The disk this provider works for: its materialize clones are its own to release.
+        self.debris = PoolDebris(self.directory, disk_cid)
 
     @classmethod
     def for_disk(cls, configured_pool: str, disk: Disk | None) -> LoopbackProvider:
         """The pool the property names, else the directory of this instance's disk image."""
+        cid = disk.cid if disk is not None else ""
         if configured_pool:
-            return cls(Path(configured_pool))
+            return cls(Path(configured_pool), cid)
         if disk is not None and disk.image is not None:
-            return cls(disk.image.parent)
+            return cls(disk.image.parent, cid)
         raise ProviderError(
             "provider.loopback.pool is empty and this instance has no loopback disk image "
             "to find the pool from"
@@ -110,7 +134,9 @@ class LoopbackProvider:
 
     def prepare(self, disk: Disk) -> None:
         """Write the image's dirty pages (the loop device's writes) to the pool now, so the
-        clone, which must flush them first, does not do it while the disk is frozen."""
+        clone, which must flush them first, does not do it while the disk is frozen; and
+        release what a killed snapshot or materialize left in the pool."""
+        self._release_leftovers()
         if disk.image is not None:
             fd = os.open(disk.image, os.O_RDONLY)
             try:
@@ -128,18 +154,23 @@ class LoopbackProvider:
         directory.mkdir(parents=True, exist_ok=True)
         snapshot_id = "snap-" + secrets.token_hex(9)[:17]
         image = directory / f"{snapshot_id}.img"
-        partial = directory / f".{snapshot_id}.img.partial"
+        # Until the last rename, everything is marked with this process: a kill anywhere
+        # leaves only what loopback_leftovers knows to be left behind.
+        token = process_token()
+        partial = directory / f".{snapshot_id}.img.partial-{token}"
+        tags = annotations.to_tags()
+        metadata = directory / f"{snapshot_id}.json"
+        pending = metadata.with_name(f".{metadata.name}.tmp-{token}")
         try:
-            how = clone(disk.image, partial)
+            tags[COPY_KEY] = clone(disk.image, partial)
+            _write_synced(pending, json.dumps({"id": snapshot_id, "tags": tags}, indent=2))
             partial.replace(image)
+            pending.replace(metadata)
         except BaseException:
-            partial.unlink(missing_ok=True)
-            raise
-        record = {"id": snapshot_id, "tags": annotations.to_tags() | {COPY_KEY: how}}
-        try:
-            _write_atomically(directory / f"{snapshot_id}.json", json.dumps(record, indent=2))
-        except BaseException:
-            image.unlink(missing_ok=True)
+            for path in (partial, pending):
+                path.unlink(missing_ok=True)
+            if not metadata.exists():
+                image.unlink(missing_ok=True)
             raise
         return Snapshot(id=snapshot_id, annotations=annotations, size_bytes=image.stat().st_size)
 
@@ -202,23 +233,28 @@ class LoopbackProvider:
         source = self._json(snapshot_id).with_suffix(".img")
         if not source.is_file():
             raise ProviderError(f"snapshot {snapshot_id} has metadata but no image ({source})")
-        work = Path(tempfile.mkdtemp(prefix=f"materialize-{snapshot_id}-", dir=source.parent))
+        self._release_leftovers()
+        prefix = f"{MATERIALIZE_PREFIX}{snapshot_id}-"
+        work = Path(tempfile.mkdtemp(prefix=prefix, dir=source.parent))
+        owner = {"process": process_token(), "disk": self.debris.disk_cid}
+        (work / OWNER).write_text(json.dumps(owner))
         image = work / "disk.img"
         mountpoint = work / "mnt"
         mountpoint.mkdir()
         device = ""
         try:
             clone(source, image)
-            device = _run(["losetup", "--find", "--show", str(image)]).strip()
-            _run(["mount", "-o", "ro", device, str(mountpoint)])
+            device = run(["losetup", "--find", "--show", str(image)]).strip()
+            run(["mount", "-o", "ro", device, str(mountpoint)])
             try:
                 yield mountpoint
             finally:
-                _run(["umount", str(mountpoint)])
+                run(["umount", str(mountpoint)])
         finally:
             if device:
                 subprocess.run(["losetup", "-d", device], capture_output=True, check=False)
-            shutil.rmtree(work, ignore_errors=True)
+            if not os.path.ismount(mountpoint):
+                shutil.rmtree(work, ignore_errors=True)
 
     def create_disk(self, snapshot_id: str, like: Disk, labels: Mapping[str, str]) -> NewDisk:
         """A clone of the snapshot's image as a new disk of the pool: ``<pool>/<cid>.img``
@@ -244,9 +280,15 @@ class LoopbackProvider:
             raise
         return NewDisk(cid=cid, size_mib=size_mib, zone="", snapshot_id=snapshot_id)
 
+    def leftovers(self) -> builtins.list[Leftover]:
+        return self.debris.find()
 
-def _run(argv: list[str]) -> str:
-    proc = subprocess.run(argv, capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        raise ProviderError(f"{' '.join(argv)} failed ({proc.returncode}): {proc.stderr.strip()}")
-    return proc.stdout
+    def cleanup_leftovers(self) -> builtins.list[Leftover]:
+        return self.debris.release()
+
+    def _release_leftovers(self) -> None:
+        """Before making new temporary resources: what a killed run left goes first."""
+        try:
+            self.debris.release()
+        except ProviderError as err:
+            log.warning("%s (bin/snapshots cleanup tries again)", err)

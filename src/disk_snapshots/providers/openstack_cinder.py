@@ -37,6 +37,7 @@ from disk_snapshots.catalog import Query
 from disk_snapshots.catalog import Snapshot
 from disk_snapshots.catalog import select
 from disk_snapshots.openstack_settings import OpenstackSettings
+from disk_snapshots.providers.base import Leftover
 from disk_snapshots.providers.base import NewDisk
 from disk_snapshots.providers.base import ProviderError
 from disk_snapshots.providers.base import UnknownSnapshot
@@ -62,6 +63,8 @@ from disk_snapshots.providers.group_snapshots import VolumeGroup
 from disk_snapshots.vm.instance import Disk
 
 log = logging.getLogger(__name__)
+# No set in flight is this old (a freeze lasts 300 s at most): older leftovers are debris.
+SET_GRACE = timedelta(minutes=30)
 
 
 class OpenstackCinderProvider:
@@ -277,7 +280,13 @@ class OpenstackCinderProvider:
     def release_group_member(self, snapshot_id: str) -> None:
         cinder_groups.release_unclaimed(self.api, snapshot_id)
 
-    def cleanup_leftovers(self, min_age: timedelta = timedelta(minutes=30)) -> builtins.list[str]:
+    def leftovers(self, min_age: timedelta = SET_GRACE) -> builtins.list[Leftover]:
+        """What a set whose coordinator died left behind; nothing is changed."""
+        return cinder_groups.cleanup_leftovers(
+            self.api, min_age, self.volume_timeout, release=False
+        )
+
+    def cleanup_leftovers(self, min_age: timedelta = SET_GRACE) -> builtins.list[Leftover]:
         """What a set whose coordinator died left behind (``bin/snapshots cleanup``)."""
         return cinder_groups.cleanup_leftovers(self.api, min_age, self.volume_timeout)
 

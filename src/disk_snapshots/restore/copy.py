@@ -20,6 +20,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from disk_snapshots.errors import ReleaseError
 from disk_snapshots.restore.journal import Journal
 from disk_snapshots.vm.instance import DISK_DIR
 from disk_snapshots.vm.usage import space
@@ -43,7 +44,7 @@ VERIFY = (
 )
 
 
-class RestoreCopyError(RuntimeError):
+class RestoreCopyError(ReleaseError, RuntimeError):
     """The copy failed; the disk is in an unfinished state that the journal records."""
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from disk_snapshots.catalog import Snapshot
+from disk_snapshots.errors import ReleaseError
 from disk_snapshots.members import Member
 from disk_snapshots.members import bootstrap_of
 from disk_snapshots.restore.target import Target
@@ -29,7 +30,7 @@ PLAN_ROLES: tuple[PlanRole, ...] = ("leader", "follower")
 ACTIONS: tuple[Action, ...] = ("copy", "resync")
 
 
-class PlanError(ValueError):
+class PlanError(ReleaseError, ValueError):
     """No safe plan exists; nothing has been touched. The message says why and what to do."""
 
 

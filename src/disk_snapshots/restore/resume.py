@@ -14,12 +14,13 @@ from collections.abc import Mapping
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from disk_snapshots.errors import ReleaseError
 from disk_snapshots.members import Member
 from disk_snapshots.restore.journal import Journal
 from disk_snapshots.restore.plan import PlanEntry
 
 
-class RestoreFailed(RuntimeError):
+class RestoreFailed(ReleaseError, RuntimeError):
     """The restore cannot go on; the message says why (the report says where things stand)."""
 
 

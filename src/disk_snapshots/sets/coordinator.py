@@ -23,12 +23,15 @@ from typing import Protocol
 
 from disk_snapshots import metrics as m
 from disk_snapshots.annotations import SetState
+from disk_snapshots.annotations import text_problem
 from disk_snapshots.api.client import AgentClient
 from disk_snapshots.api.client import AgentError
 from disk_snapshots.api.client import AgentUnreachable
 from disk_snapshots.api.tls import TlsSetupError
 from disk_snapshots.api.tls import client_context
 from disk_snapshots.config import Schedule
+from disk_snapshots.errors import ReleaseError
+from disk_snapshots.errors import UsageError
 from disk_snapshots.members import Member
 from disk_snapshots.members import coordinator
 from disk_snapshots.members import with_myself
@@ -49,7 +52,7 @@ log = logging.getLogger(__name__)
 CALL_ERRORS = (AgentError, AgentUnreachable)
 
 
-class SetError(RuntimeError):
+class SetError(ReleaseError, RuntimeError):
     """The set could not be started at all (no TLS, no members)."""
 
 
@@ -186,6 +189,10 @@ def coordinate(
 
     With ``group`` the snapshots are one group snapshot, taken once every member is frozen.
     """
+    problem = text_problem(note)
+    if problem:
+        # Checked before any member flushes or freezes: every member would refuse it.
+        raise UsageError(f"note: {problem}")
     set_id = new_set_id(name, datetime.now(UTC), secrets.token_hex(3))
     trigger = set_trigger(name)
     results = [MemberResult(m) for m in members]

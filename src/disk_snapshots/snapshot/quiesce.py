@@ -33,6 +33,7 @@ from disk_snapshots.annotations import Consistency
 from disk_snapshots.annotations import Role
 from disk_snapshots.catalog import Snapshot
 from disk_snapshots.config import QuiesceConfig
+from disk_snapshots.errors import ReleaseError
 from disk_snapshots.providers.base import Provider
 from disk_snapshots.snapshot import lease
 from disk_snapshots.vm import fsops
@@ -47,7 +48,7 @@ WATCHDOG_READY_SECONDS = 10.0
 WATCHDOG = "disk_snapshots.commands.watchdog"
 
 
-class QuiesceError(RuntimeError):
+class QuiesceError(ReleaseError, RuntimeError):
     """The snapshot was not taken (or was deleted); the message says why."""
 
 

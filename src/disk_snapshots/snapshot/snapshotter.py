@@ -14,10 +14,12 @@ from pathlib import Path
 from disk_snapshots.annotations import Annotations
 from disk_snapshots.annotations import Consistency
 from disk_snapshots.annotations import Role
+from disk_snapshots.annotations import text_problem
 from disk_snapshots.catalog import Query
 from disk_snapshots.catalog import Snapshot
 from disk_snapshots.config import SnapshotterConfig
 from disk_snapshots.config import load_snapshotter_config
+from disk_snapshots.errors import UsageError
 from disk_snapshots.providers import make_provider
 from disk_snapshots.providers.base import Provider
 from disk_snapshots.providers.base import ProviderError
@@ -159,6 +161,11 @@ class Snapshotter:
         the snapshot is done (drain writes its import marker first, the agent API
         records its metrics first), so that a failing prune never hides the snapshot.
         """
+
+        problem = text_problem(note)
+        if problem:
+            # Before the service is flushed and the disk frozen, not after both.
+            raise UsageError(f"note: {problem}")
 
         def annotate(consistency: Consistency, role: Role, moment: datetime) -> Annotations:
             return self.annotations(

@@ -7,8 +7,10 @@ import signal
 from collections.abc import Iterator
 from types import FrameType
 
+from disk_snapshots.errors import ReleaseError
 
-class DeadlineExceeded(TimeoutError):
+
+class DeadlineExceeded(TimeoutError, ReleaseError):
     """The work did not finish in time; cleanup (thaw, unmount) still runs in ``finally``."""
 
 

@@ -14,12 +14,14 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from disk_snapshots.errors import ReleaseError
+
 STORE = Path("/var/vcap/store")
 # Our own directory on the persistent disk: restore journals, the pending-import marker.
 DISK_DIR = ".disk-snapshots"
 
 
-class InstanceError(RuntimeError):
+class InstanceError(ReleaseError, RuntimeError):
     """The VM does not look like a BOSH instance with a persistent disk."""
 
 

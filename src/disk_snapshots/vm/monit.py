@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Literal
 from typing import Protocol
 
+from disk_snapshots.errors import ReleaseError
 from disk_snapshots.member_errors import Conflict
 from disk_snapshots.member_errors import Failed
 from disk_snapshots.member_errors import TimedOut
@@ -28,7 +29,7 @@ STOPPED = "not monitored"
 RUNNING = "running"
 
 
-class MonitError(RuntimeError):
+class MonitError(ReleaseError, RuntimeError):
     """monit is not there, or refused."""
 
 

@@ -67,3 +67,29 @@ def alive(pid: int) -> bool:
     except (OSError, IndexError):
         return False  # gone since the signal check
     return state not in ("Z", "X")
+
+
+def _start_ticks(pid: int) -> str:
+    """When the process started (clock ticks since boot): with the pid, names one process
+    for the life of the machine, where a pid alone is reused."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split()
+    except (OSError, IndexError):
+        return ""
+    # Fields after "(comm)": state is the 3rd of stat, starttime the 22nd.
+    return fields[19] if len(fields) > 19 else ""
+
+
+def process_token(pid: int | None = None) -> str:
+    """``<pid>-<start ticks>`` of this (or ``pid``'s) process, for marking what it owns:
+    a temporary resource whose owner's token is no longer alive is a leftover."""
+    pid = os.getpid() if pid is None else pid
+    return f"{pid}-{_start_ticks(pid)}"
+
+
+def token_alive(token: str) -> bool:
+    """True while the process a ``process_token`` names still runs (and is not a zombie)."""
+    pid, _, ticks = token.partition("-")
+    if not pid.isdigit() or not ticks:
+        return False
+    return alive(int(pid)) and _start_ticks(int(pid)) == ticks

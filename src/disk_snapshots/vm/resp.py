@@ -9,8 +9,10 @@ from __future__ import annotations
 import socket
 from dataclasses import dataclass
 
+from disk_snapshots.errors import ReleaseError
 
-class RedisError(RuntimeError):
+
+class RedisError(ReleaseError, RuntimeError):
     """Redis answered with an error, or could not be reached in time."""
 
 

@@ -20,6 +20,7 @@ from typing import Protocol
 from disk_snapshots.annotations import ROLES
 from disk_snapshots.annotations import Role
 from disk_snapshots.config import ServiceConfig
+from disk_snapshots.errors import ReleaseError
 from disk_snapshots.vm import processes
 from disk_snapshots.vm.resp import RedisClient
 from disk_snapshots.vm.resp import RedisError
@@ -31,7 +32,7 @@ DEFAULT_TIMEOUT = 30.0
 IMPORT_SECONDS = 600
 
 
-class ServiceError(RuntimeError):
+class ServiceError(ReleaseError, RuntimeError):
     """The service did not answer a probe or refused to flush."""
 
 
