@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import threading
+import time
 from typing import Any
 
 import pytest
@@ -11,7 +13,9 @@ from disk_snapshots.commands.hooks import drain
 from disk_snapshots.commands.hooks import post_stop
 from disk_snapshots.commands.hooks import pre_start
 from disk_snapshots.errors import EXIT_CONFIG
+from disk_snapshots.errors import EXIT_FAILED
 from disk_snapshots.providers.loopback import LoopbackProvider
+from disk_snapshots.snapshot.quiesce import one_at_a_time
 from disk_snapshots.snapshot.snapshotter import Paths
 from disk_snapshots.vm.instance import Disk
 from support.disks import write_config
@@ -126,3 +130,35 @@ def test_a_clean_snapshot_holds_what_was_written_just_before(
     [snapshot] = provider.list()
     with provider.materialize(snapshot.id) as tree:
         assert (tree / "written-last").read_bytes() == payload
+
+
+def test_drain_waits_for_the_snapshot_in_flight_instead_of_failing(
+    vm: tuple[Paths, dict[str, Any]], disk: Disk
+) -> None:
+    # The daemon's scheduled snapshot holds the disk's turn (quiesce.one_at_a_time) when
+    # the deploy's drain comes: drain waits, then takes its own, and the deploy goes on.
+    paths, doc = vm
+    held, release = threading.Event(), threading.Event()
+
+    def scheduled_snapshot_in_flight() -> None:
+        with one_at_a_time(paths.data, disk.mount, 10):
+            held.set()
+            release.wait(10)
+
+    daemon = threading.Thread(target=scheduled_snapshot_in_flight)
+    daemon.start()
+    assert held.wait(10)
+    threading.Timer(1.0, release.set).start()
+    env = {"BOSH_JOB_STATE": DISK, "BOSH_JOB_NEXT_STATE": DISK}
+    started = time.monotonic()
+    assert drain(["job_changed", "hash_changed"], env, paths) == (0, "0")
+    assert time.monotonic() - started >= 0.9  # it waited for the turn
+    daemon.join(10)
+    [snapshot] = LoopbackProvider.for_disk("", disk).list()
+    assert snapshot.annotations.trigger == "pre-deploy"
+    # A turn that never comes is bounded by drain.timeout, and fails as drain fails.
+    doc["properties"]["drain"]["timeout"] = 1
+    write_config(paths, doc)
+    with one_at_a_time(paths.data, disk.mount, 10):
+        code, out = drain(["job_changed", "hash_changed"], env, paths)
+    assert (code, out) == (EXIT_FAILED, "")

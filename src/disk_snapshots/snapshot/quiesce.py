@@ -13,6 +13,7 @@ really happened either way (docs/catalog.md).
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import logging
 import os
@@ -46,6 +47,10 @@ log = logging.getLogger(__name__)
 
 WATCHDOG_READY_SECONDS = 10.0
 WATCHDOG = "disk_snapshots.commands.watchdog"
+# How long a snapshot waits for another one of the same disk to finish: drain, the
+# schedule, a set member, the API may all want one at the same moment.
+TURN_WAIT_SECONDS = 120.0
+TURN_POLL_SECONDS = 0.05
 
 
 class QuiesceError(ReleaseError, RuntimeError):
@@ -140,6 +145,44 @@ def frozen(
             watchdog.wait()
 
 
+@contextlib.contextmanager
+def one_at_a_time(lock_dir: Path, mount: Path, wait: float) -> Iterator[None]:
+    """Hold this disk's snapshot turn: the others wait (at most ``wait`` seconds) instead
+    of failing on a freeze in progress. A flock, so a killed holder frees it at once."""
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    # Named by the filesystem, not the path: a bind mount of the same disk (what a test
+    # or another job sees) shares the turn, as it would share the freeze.
+    try:
+        name = f"dev-{os.stat(mount).st_dev}"
+    except OSError:
+        name = hashlib.sha256(str(mount).encode()).hexdigest()[:12]
+    path = lock_dir / f"snapshot-{name}.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        deadline = time.monotonic() + wait
+        said = False
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+                if time.monotonic() >= deadline:
+                    raise QuiesceError(
+                        f"another snapshot of {mount} (process {holder}) did not finish "
+                        f"within {wait:.0f}s; no snapshot taken"
+                    ) from None
+                if not said:
+                    log.info("waiting for the snapshot process %s is taking of %s", holder, mount)
+                    said = True
+                time.sleep(TURN_POLL_SECONDS)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield
+    finally:
+        os.close(fd)
+
+
 def _thaw(mount: Path, outcome: FreezeOutcome, started: float) -> None:
     try:
         thawed = fsops.thaw(mount)
@@ -186,16 +229,25 @@ class Freezer:
     quiesce: QuiesceConfig
     lease_dir: Path
     log_path: Path | None = None
+    wait_seconds: float = TURN_WAIT_SECONDS  # for another snapshot of the disk to finish
 
 
 @contextlib.contextmanager
 def quiesced(freezer: Freezer, lease_seconds: int) -> Iterator[Quiesced]:
-    """Role, flush, freeze (for at most ``lease_seconds``); thaw and resume on the way out.
+    """Role, flush, freeze (for at most ``lease_seconds``); thaw and resume on the way out;
+    each in its turn: a second snapshot of the disk waits for the first (one_at_a_time).
 
     Raises FlushRefused before anything is frozen when the flush fails and
     quiesce.on_failure is abort; a flush that fails otherwise is a warning, and the
     consistency says the snapshot is not application-consistent.
     """
+    turn = one_at_a_time(freezer.lease_dir, freezer.disk.mount, freezer.wait_seconds)
+    with turn, _quiesced(freezer, lease_seconds) as state:
+        yield state
+
+
+@contextlib.contextmanager
+def _quiesced(freezer: Freezer, lease_seconds: int) -> Iterator[Quiesced]:
     state = Quiesced()
     try:
         state.role = freezer.service.role()
