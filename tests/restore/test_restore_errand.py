@@ -18,9 +18,12 @@ import pytest
 
 from disk_snapshots.commands.errands import take_snapshot
 from disk_snapshots.config import TlsConfig
+from disk_snapshots.providers.loopback import LoopbackProvider
+from disk_snapshots.restore import coordinator
 from disk_snapshots.restore.journal import Journal
 from support.cluster import stop_daemon
 from support.disks import temporary_resources
+from support.redis_cluster import LEADER
 from support.redis_cluster import Node
 from support.redis_cluster import redis_cluster
 from support.redis_cluster import replicating
@@ -76,8 +79,8 @@ def test_failover_then_restore_copies_the_promoted_members_snapshot_to_the_leade
 
     want = expected(("a", 100), ("b", 50))
     assert keys(leader) == want
-    for follower in (data0, data1):
-        wait_for(f"{follower.label} replicates", lambda f=follower: keys(f) == want)
+    for follower in (data0, data1):  # "done" means in sync: no waiting here
+        assert keys(follower) == want
         assert follower.redis().info("replication")["role"] == "slave"
     safety = [s for s in leader.catalog() if s.annotations.trigger == "pre-restore"]
     assert sorted(s.annotations.instance for s in safety) == [
@@ -340,3 +343,63 @@ def test_sigkill_of_the_agent_while_it_copies_leaves_nothing_once_it_is_back(
     assert keys(leader) == expected(("a", 20))
     wait_for("data/1 replicates", lambda: keys(data1) == expected(("a", 20)))
     assert temporary_resources(pool) == []
+
+
+def test_a_provider_that_cannot_copy_is_refused_before_anything_is_stopped(
+    cluster: list[Node], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As openstack-cinder refuses materialize: the coordinator asks while it plans.
+    leader = cluster[0]
+    write(leader, "a", 10)
+    leader.take()
+    before = _untouched(cluster)
+    refusal = "this provider cannot copy a snapshot onto a disk; restore with --method replace"
+    monkeypatch.setattr(LoopbackProvider, "copy_refusal", lambda self: refusal, raising=False)
+    code, out = run_errand(leader)
+    assert code == 1, out
+    assert f"the plan copies onto redis-leader/0, and {refusal}; nothing was stopped" in out
+    assert _untouched(cluster) == before
+    leader.restore_config(dry_run=True)
+    code, out = run_errand(leader)
+    assert code == 1 and "--method replace" in out, out  # a dry run says so too
+
+
+def test_done_means_every_follower_serves_the_restored_data_and_nothing_after(
+    cluster: list[Node],
+) -> None:
+    leader, data0, data1 = cluster
+    write(leader, "a", 200)
+    wait_for("replicated", lambda: len(keys(data0)) == 200 and len(keys(data1)) == 200)
+    leader.take()
+    # The loss, and writes after it: the followers replicate them onto their disks.
+    leader.redis().call("FLUSHALL")
+    write(leader, "after-the-loss", 30)
+    wait_for("followers follow the loss", lambda: keys(data1) == expected(("after-the-loss", 30)))
+    code, out = run_errand(leader)
+    assert code == 0, out
+    assert "Order: stop the followers, then the leader; take a clean safety snapshot" in out
+    assert out.index("is in sync with the leader") < out.index(": done")
+    want = expected(("a", 200))
+    for node in (leader, data0, data1):  # read at once: the errand said done
+        assert keys(node) == want, node.label
+        info = node.redis().info("replication")
+        if node is not leader:
+            assert info["master_link_status"] == "up"
+            assert info["master_sync_in_progress"] == "0"
+
+
+def test_a_follower_that_does_not_sync_in_time_fails_the_restore_by_name(
+    cluster: list[Node], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    leader, _, data1 = cluster
+    write(leader, "a", 10)
+    leader.take()
+    # redis-data/1 replicates from nowhere once it is started again.
+    conf = data1.vm.paths.root / "redis.conf"
+    conf.write_text(conf.read_text().replace(f"replicaof {LEADER.address}", "replicaof 127.0.0.9"))
+    monkeypatch.setattr(coordinator, "SYNC_WAIT_SECONDS", 3.0)
+    code, out = run_errand(leader)
+    assert code == 1, out
+    assert "FAILED while waiting for the followers to be in sync" in out
+    assert "redis-data/1: its link to the leader is down" in out
+    assert ": done" not in out

@@ -47,12 +47,14 @@ class FakeService:
     def resume(self) -> None:
         """Nothing to undo."""
 
+    def replication(self) -> None:
+        """A fake replicates nothing."""
+
 
 @dataclass
 class FakeProvider:
     snapshots: dict[str, Snapshot] = field(default_factory=dict)
     name: str = "fake"
-    can_materialize: bool = True
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def prepare(self, disk: Disk) -> None:

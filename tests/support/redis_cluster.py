@@ -141,7 +141,8 @@ def _redis_conf(spec: MemberSpec, store: Path, port: int) -> str:
         'logfile ""',
     ]
     if spec.name != LEADER.name:
-        lines.append(f"replicaof {LEADER.address} {port}")
+        # As the README asks of a Redis under the snapshotter: no stale reads while syncing.
+        lines += [f"replicaof {LEADER.address} {port}", "replica-serve-stale-data no"]
     return "\n".join(lines) + "\n"
 
 

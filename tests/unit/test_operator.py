@@ -43,10 +43,10 @@ def snapshot(size_mib: int | None = 1024) -> Snapshot:
 
 
 def status(
-    creates: bool = True, size_mib: int | None = 1024, kind: str = "loopback", copies: bool = True
+    creates: bool = True, size_mib: int | None = 1024, kind: str = "loopback", refusal: str = ""
 ) -> Any:
     return {
-        "provider": {"type": kind, "creates_disks": creates, "copies": copies},
+        "provider": {"type": kind, "creates_disks": creates, "copy_refusal": refusal},
         "disk": {"size_bytes": size_mib * MIB if size_mib else None},
     }
 
@@ -79,11 +79,13 @@ def test_auto_copies_and_replace_refuses_saying_why(state: Any, reason: str) -> 
 
 
 def test_a_provider_that_cannot_copy_replaces_or_refuses_before_anything_stops() -> None:
-    cinder = status(kind="openstack-cinder", copies=False)
+    cinder = status(kind="openstack-cinder", refusal="openstack-cinder cannot restore by copying")
     assert decide.method(LEADER, snapshot(), cinder, "auto")[0] == "replace"
-    with pytest.raises(Refused, match=r"--method copy .*\(openstack-cinder\) cannot copy"):
+    with pytest.raises(
+        Refused, match=r"--method copy for redis-leader/0: openstack-cinder cannot restore by"
+    ):
         decide.method(LEADER, snapshot(), cinder, "copy")
-    resized = status(kind="openstack-cinder", copies=False, size_mib=2048)
+    resized = status(kind="openstack-cinder", refusal="no copy here", size_mib=2048)
     with pytest.raises(Refused) as refused:
         decide.method(LEADER, snapshot(), resized, "auto")
     assert "2048 MiB" in str(refused.value) and "cannot copy either" in str(refused.value)
@@ -211,7 +213,7 @@ def test_a_bad_argument_is_a_usage_error_naming_it(capsys: pytest.CaptureFixture
     with pytest.raises(SystemExit) as exited:
         build_parser().parse_args(["restore", "--to", "yesterday"])
     assert exited.value.code == 2
-    assert "--to 'time:yesterday': time needs an ISO 8601 timestamp" in capsys.readouterr().err
+    assert '--to "time:yesterday": time needs an ISO 8601 timestamp' in capsys.readouterr().err
     with pytest.raises(SystemExit):
         build_parser().parse_args(["restore", "--snapshot", "snap-0123"])
     assert "expected GROUP/ID=SNAPSHOT_ID" in capsys.readouterr().err

@@ -37,6 +37,7 @@ from disk_snapshots.members import coordinator
 from disk_snapshots.members import link_members
 from disk_snapshots.members import linked
 from disk_snapshots.members import myself
+from disk_snapshots.providers.base import copy_refusal
 from disk_snapshots.restore import hold
 from disk_snapshots.restore.coordinator import Runner
 from disk_snapshots.restore.journal import new_restore_id
@@ -130,6 +131,23 @@ def _plan_anew(
     return plan
 
 
+def _check_copies(plan: Sequence[PlanEntry], paths: Paths) -> None:
+    """A provider that cannot copy is refused now, not after the services were stopped
+    and the safety snapshots taken. (The coordinator's provider stands for all: every
+    instance of a deployment has the same provider.type.)"""
+    copies = [e.instance for e in plan if e.action == "copy"]
+    if not copies:
+        return
+    try:
+        refusal = copy_refusal(Snapshotter.load(paths).provider)
+    except SNAPSHOT_ERRORS as err:
+        raise RestoreFailed(f"the provider cannot be used: {err}; nothing was stopped") from None
+    if refusal:
+        raise RestoreFailed(
+            f"the plan copies onto {', '.join(copies)}, and {refusal}; nothing was stopped"
+        )
+
+
 def _restore(runner: Runner, config: SnapshotterConfig, paths: Paths) -> int:
     """Resume the unfinished restore the journals name, or plan a new one; then run it."""
     statuses = runner.statuses()
@@ -145,6 +163,7 @@ def _restore(runner: Runner, config: SnapshotterConfig, paths: Paths) -> int:
         runner.plan = _resume(runner, resume)
     else:
         runner.plan = _plan_anew(runner, config, statuses, paths)
+    _check_copies(runner.plan, paths)
     if resume is None:
         _hold(runner, paths)
     if runner.restore.dry_run:

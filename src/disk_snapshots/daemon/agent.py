@@ -79,6 +79,7 @@ class Agent:
             },
             "role": role,
             "role_error": role_error,
+            "replication": self._replication(),
             "service": self._service_status(),
             # volume_id: what a set's group snapshot gathers (sets/group.py).
             "disk": {"cid": s.disk.cid, "mount": str(s.disk.mount), "volume_id": s.disk.volume_id},
@@ -86,6 +87,14 @@ class Agent:
             "set": self.sets.describe(),
             "version": __version__,
         }
+
+    def _replication(self) -> dict[str, object] | None:
+        """The service's own word on its replication (None: the profile cannot tell)."""
+        try:
+            state = self.snapshotter.service.replication()
+        except ServiceError as err:
+            return {"error": str(err)}
+        return None if state is None else state.to_json()
 
     def _service_status(self) -> dict[str, object]:
         service: dict[str, object] = {"profile": self.snapshotter.config.service.profile}

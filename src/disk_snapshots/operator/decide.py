@@ -112,18 +112,12 @@ def disk_size(status: Mapping[str, object]) -> int | None:
     return size if isinstance(size, int) else None
 
 
-def _copy_refusal(label: str, status: Mapping[str, object]) -> str:
-    """Why a snapshot cannot be copied onto ``label``'s disk, or "" when it can. A
-    status without the field (an older snapshotter) is taken to copy, as every
-    provider did before Cinder."""
+def _copy_refusal(status: Mapping[str, object]) -> str:
+    """Why a snapshot cannot be copied onto the instance's disk, or "" when it can (the
+    provider says why: providers/base.py copy_refusal)."""
     provider = status.get("provider")
-    if isinstance(provider, dict) and provider.get("copies") is False:
-        kind = provider.get("type", "?")
-        return (
-            f"{label}'s provider ({kind}) cannot copy a snapshot onto a disk (the new volume "
-            "would have to be attached to the VM first, which is the IaaS compute service's job)"
-        )
-    return ""
+    refusal = provider.get("copy_refusal") if isinstance(provider, dict) else ""
+    return refusal if isinstance(refusal, str) else ""
 
 
 def _replace_refusal(label: str, snapshot: Snapshot, status: Mapping[str, object]) -> str:
@@ -155,7 +149,7 @@ def method(
     is replace and it cannot be (``auto`` falls back to copy and says why)."""
     if entry.action == "resync" or snapshot is None:
         return "resync", "keeps its disk and replicates from the restored leader"
-    cannot_copy = _copy_refusal(entry.instance, status)
+    cannot_copy = _copy_refusal(status)
     if wanted == "copy":
         if cannot_copy:
             raise Refused(

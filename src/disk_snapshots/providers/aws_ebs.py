@@ -109,7 +109,6 @@ class BackupCopy:
 
 class AwsEbsProvider:
     name = "aws-ebs"
-    can_materialize = True
 
     def __init__(
         self,

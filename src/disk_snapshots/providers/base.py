@@ -32,9 +32,6 @@ class UnknownSnapshot(ProviderError):
 
 class Provider(Protocol):
     name: str
-    # Whether ``materialize`` can work here, so that a copy restore is refused before it
-    # stops any service (openstack-cinder: attaching a volume to the VM is Nova's job).
-    can_materialize: bool
 
     def prepare(self, disk: Disk) -> None:
         """Called just before the freeze: flush what can be flushed while writes still go on."""
@@ -61,6 +58,21 @@ class Provider(Protocol):
     def materialize(self, snapshot_id: str, az: str) -> AbstractContextManager[Path]:
         """A read-only mount of a new disk made from the snapshot, gone on exit."""
         ...
+
+
+@runtime_checkable
+class RefusesCopy(Protocol):
+    """A provider whose materialize cannot work (openstack-cinder: attaching a volume to
+    this VM is Nova's job), so a copy restore must be refused while it is planned."""
+
+    def copy_refusal(self) -> str:
+        """Why a copy restore cannot work here, and what to do instead."""
+        ...
+
+
+def copy_refusal(provider: Provider) -> str:
+    """Why this provider cannot restore by copying ("" when it can)."""
+    return provider.copy_refusal() if isinstance(provider, RefusesCopy) else ""
 
 
 @dataclass(frozen=True)

@@ -111,7 +111,6 @@ def _write_atomically(path: Path, text: str) -> None:
 
 class LoopbackProvider:
     name = "loopback"
-    can_materialize = True
 
     def __init__(self, pool: Path, disk_cid: str = "") -> None:
         self.pool = pool

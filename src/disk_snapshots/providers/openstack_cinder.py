@@ -69,8 +69,6 @@ SET_GRACE = timedelta(minutes=30)
 
 class OpenstackCinderProvider:
     name = "openstack-cinder"
-    # A copy restore needs the new volume attached to this VM: Nova's job (materialize).
-    can_materialize = False
 
     def __init__(
         self,
@@ -250,15 +248,20 @@ class OpenstackCinderProvider:
             log.warning("%d Cinder snapshot(s) with damaged disk-snapshots metadata", skipped)
         return select(found, query)
 
-    def materialize(self, snapshot_id: str, az: str = "") -> AbstractContextManager[Path]:
-        """Refused: a copy restore needs the new volume attached here, which is Nova's job."""
-        raise ProviderError(
-            f"openstack-cinder cannot restore snapshot {snapshot_id} by copying: attaching a "
-            "volume made from it to this VM needs Nova (os-volume_attachments), which this "
-            "release does not drive. Restore with --method replace instead: the snapshotter "
-            "makes a new volume from the snapshot and the operator's command attaches it "
-            "with bosh attach-disk"
+    def copy_refusal(self) -> str:
+        """A copy restore needs the new volume attached to this VM: Nova's job (RefusesCopy),
+        said while a restore is planned, before anything stops."""
+        return (
+            "openstack-cinder cannot restore by copying: attaching a volume made from a "
+            "snapshot to this VM needs Nova (os-volume_attachments), which this release does "
+            "not drive. Restore with disk-snapshots restore --method replace instead: the "
+            "snapshotter makes a new volume from the snapshot and the operator's command "
+            "attaches it with bosh attach-disk"
         )
+
+    def materialize(self, snapshot_id: str, az: str = "") -> AbstractContextManager[Path]:
+        """Refused (copy_refusal), should anything ask all the same."""
+        raise ProviderError(f"snapshot {snapshot_id}: {self.copy_refusal()}")
 
     # -- group snapshots (the GroupSnapshots capability) ----------------------------------
 

@@ -20,7 +20,9 @@ from dataclasses import dataclass
 from dataclasses import field
 from typing import TextIO
 from typing import TypeVar
+from typing import cast
 
+from disk_snapshots.annotations import Role
 from disk_snapshots.api.client import AgentClient
 from disk_snapshots.api.client import AgentError
 from disk_snapshots.api.client import AgentUnreachable
@@ -30,10 +32,13 @@ from disk_snapshots.restore.journal import Journal
 from disk_snapshots.restore.plan import PlanEntry
 from disk_snapshots.restore.resume import RestoreFailed
 from disk_snapshots.restore.resume import Resume
+from disk_snapshots.vm.services import Replication
+from disk_snapshots.vm.services import behind
 
 EXIT_FAILED = 1
 LEADER_READY = ("leader", "standalone")  # a leader without replicas yet reports standalone
 ROLE_WAIT_SECONDS = 600.0
+SYNC_WAIT_SECONDS = 600.0
 SERVICE_SECONDS = 300
 POLL_SECONDS = 0.25
 AGENT_ERRORS = (AgentError, AgentUnreachable, TimeoutError)
@@ -238,10 +243,55 @@ class Runner:
         for e in followers:
             self.say(f"  started {e.instance}: role {roles[e.id]}")
         if followers:
+            self.wait_in_sync(m, [self.member(e.id) for e in followers])
             # It reported standalone before its replicas connected; say what it is now.
             with contextlib.suppress(*AGENT_ERRORS):
                 roles[m.id] = str(self.clients[m.id].status().get("role", roles[m.id]))
         return roles
+
+    def wait_in_sync(self, leader: Member, followers: Sequence[Member]) -> None:
+        """Until every follower has caught up with what the leader had sent once they all
+        ran: a follower still syncing serves its old disk's data (or, with Redis's
+        replica-serve-stale-data no, errors), so the restore is not done before."""
+        self.step = "waiting for the followers to be in sync with the leader"
+        target = _offset(self.clients[leader.id].status())
+        started = time.monotonic()
+        limit = started + min(SYNC_WAIT_SECONDS, self.left())
+        waiting = {f.id: "no answer yet" for f in followers}
+        while waiting:
+            for f in followers:
+                if f.id in waiting:
+                    waiting[f.id] = self._behind(f, target)
+                    if not waiting[f.id]:
+                        del waiting[f.id]
+                        self.say(f"  {f.label} is in sync with the leader {leader.label}")
+            if not waiting:
+                return
+            if time.monotonic() >= limit:
+                lagging = "; ".join(f"{self.member(i).label}: {why}" for i, why in waiting.items())
+                raise RestoreFailed(
+                    f"not in sync with the leader {leader.label} after "
+                    f"{time.monotonic() - started:.0f}s: {lagging}"
+                )
+            time.sleep(POLL_SECONDS)
+
+    def _behind(self, follower: Member, target: int) -> str:
+        try:
+            status = self.clients[follower.id].status()
+        except AGENT_ERRORS as err:
+            return f"the agent does not answer ({err})"
+        raw = status.get("replication")
+        if raw is None:
+            return ""  # the profile cannot tell: its role (follower) is its word
+        if not isinstance(raw, dict) or "error" in raw:
+            return f"replication unknown ({raw.get('error') if isinstance(raw, dict) else raw})"
+        state = Replication(
+            role=cast(Role, raw.get("role", "unknown")),
+            offset=int(raw.get("offset", -1)),
+            link_up=raw.get("link_up") is True,
+            syncing=raw.get("syncing") is not False,
+        )
+        return behind(state, target)
 
     def finish(self, plan: Sequence[PlanEntry]) -> None:
         self.step = "closing the journals"
@@ -332,6 +382,13 @@ class Runner:
                 phase += f" ({journal['detail']})"
         safety = self.safety.get(m.id, "none")
         return f"service {state} ({detail}); journal {phase}; safety snapshot {safety}"
+
+
+def _offset(status: Mapping[str, object]) -> int:
+    """The leader's replication offset from its status (-1: its profile cannot tell)."""
+    raw = status.get("replication")
+    offset = raw.get("offset") if isinstance(raw, dict) else None
+    return offset if isinstance(offset, int) else -1
 
 
 def _leader_id(plan: Sequence[PlanEntry]) -> str:

@@ -117,8 +117,10 @@ class Plan:
 
     def describe(self) -> str:
         lines = self.choices()
-        lines.append("Order: safety snapshot of every disk above; stop followers; stop the leader;")
-        lines.append("       copy; start the leader and wait until it leads; start the followers.")
+        # What Runner.execute does, in its order.
+        lines.append("Order: stop the followers, then the leader; take a clean safety snapshot")
+        lines.append("       of every disk above; copy; start the leader and wait until it leads;")
+        lines.append("       start the followers and wait until they are in sync with it.")
         return "\n".join(lines)
 
 

@@ -25,6 +25,7 @@ from disk_snapshots.members import linked
 from disk_snapshots.operations import Operations
 from disk_snapshots.providers.base import CreatesDisks
 from disk_snapshots.providers.base import UnknownSnapshot
+from disk_snapshots.providers.base import copy_refusal
 from disk_snapshots.restore import hold
 from disk_snapshots.restore.member import RestoreMember
 from disk_snapshots.restore.plan import PlanEntry
@@ -105,7 +106,7 @@ class Standalone:
             "provider": {
                 "type": s.provider.name,
                 "creates_disks": isinstance(s.provider, CreatesDisks),
-                "copies": s.provider.can_materialize,
+                "copy_refusal": copy_refusal(s.provider),
             },
             "journal": self.member.journal(),
             "version": __version__,

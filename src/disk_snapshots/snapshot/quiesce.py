@@ -153,7 +153,7 @@ def one_at_a_time(lock_dir: Path, mount: Path, wait: float) -> Iterator[None]:
     # Named by the filesystem, not the path: a bind mount of the same disk (what a test
     # or another job sees) shares the turn, as it would share the freeze.
     try:
-        name = f"dev-{os.stat(mount).st_dev}"
+        name = f"dev-{mount.stat().st_dev}"
     except OSError:
         name = hashlib.sha256(str(mount).encode()).hexdigest()[:12]
     path = lock_dir / f"snapshot-{name}.lock"

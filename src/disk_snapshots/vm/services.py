@@ -41,11 +41,49 @@ class Service(Protocol):
 
     def role(self) -> Role: ...
 
+    def replication(self) -> Replication | None:
+        """Where this instance's replication stands; None when the profile cannot tell."""
+        ...
+
     def flush(self) -> bool:
         """Make the on-disk state complete; False when this profile has nothing to flush."""
         ...
 
     def resume(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class Replication:
+    """What a replicating service says of itself (Redis: INFO replication)."""
+
+    role: Role
+    offset: int  # the leader's: what it has sent; a follower's: what it has applied
+    link_up: bool = True  # a follower's link to its leader
+    syncing: bool = False  # a follower still loading the leader's full copy
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "role": self.role,
+            "offset": self.offset,
+            "link_up": self.link_up,
+            "syncing": self.syncing,
+        }
+
+
+def behind(follower: Replication | None, leader_offset: int) -> str:
+    """Why a follower is not in sync with the leader ("" when it is). A profile that cannot
+    tell (None) is taken at its word once it reports follower."""
+    if follower is None:
+        return ""
+    if follower.role != "follower":
+        return f"it reports {follower.role}"
+    if not follower.link_up:
+        return "its link to the leader is down"
+    if follower.syncing:
+        return "it is still loading the leader's full copy"
+    if follower.offset < leader_offset:
+        return f"it has applied up to offset {follower.offset}, the leader sent {leader_offset}"
+    return ""
 
 
 def run_argv(
@@ -82,6 +120,27 @@ class RedisService:
             replicas = int(replication.get("connected_slaves", "0") or 0)
             return "leader" if replicas > 0 else "standalone"
         raise ServiceError(f"redis reported an unknown role {replication.get('role')!r}")
+
+    def replication(self) -> Replication:
+        """INFO replication: a leader's offset, a follower's link, sync and offset."""
+        try:
+            info = self.client.info("replication")
+        except RedisError as err:
+            raise ServiceError(
+                f"redis replication probe (INFO replication) failed: {err}"
+            ) from None
+        if info.get("role") == "slave":
+            return Replication(
+                role="follower",
+                offset=_int(info.get("slave_repl_offset")),
+                link_up=info.get("master_link_status") == "up",
+                syncing=info.get("master_sync_in_progress") != "0",
+            )
+        replicas = _int(info.get("connected_slaves")) > 0
+        return Replication(
+            role="leader" if replicas else "standalone",
+            offset=_int(info.get("master_repl_offset")),
+        )
 
     def flush(self) -> bool:
         """BGSAVE and wait for it: clients keep writing meanwhile (SAVE would block them)."""
@@ -121,6 +180,10 @@ class RedisService:
 
     def resume(self) -> None:
         """Nothing to undo: BGSAVE never stopped Redis."""
+
+
+def _int(text: str | None) -> int:
+    return int(text) if text and text.lstrip("-").isdigit() else -1
 
 
 def find_psql() -> str:
@@ -191,6 +254,10 @@ class PostgresService:
     def resume(self) -> None:
         """Nothing to undo: CHECKPOINT does not pause PostgreSQL."""
 
+    def replication(self) -> Replication | None:
+        """This profile cannot tell; its role is taken at its word."""
+        return None
+
 
 @dataclass
 class CommandService:
@@ -219,6 +286,10 @@ class CommandService:
         if self.resume_argv:
             run_argv(self.resume_argv, "resume command", self.timeout)
 
+    def replication(self) -> Replication | None:
+        """This profile cannot tell; its role is taken at its word."""
+        return None
+
 
 @dataclass
 class NoService:
@@ -232,6 +303,10 @@ class NoService:
 
     def resume(self) -> None:
         """Nothing was flushed."""
+
+    def replication(self) -> Replication | None:
+        """This profile cannot tell; its role is taken at its word."""
+        return None
 
 
 def make_service(config: ServiceConfig, address: str = "127.0.0.1") -> Service:
