@@ -33,7 +33,10 @@ class ValidationError(ReleaseError, ValueError):
         super().__init__("\n".join(self.problems))
 
     def report(self, header: str) -> str:
-        """``header:`` then one indented problem per line, as hooks and errands print it."""
+        """``header: problem`` on one line, or ``header:`` then one indented problem per
+        line, as hooks and errands print it."""
+        if len(self.problems) == 1:
+            return f"{header}: {self.problems[0]}"
         return "\n".join([f"{header}:", *(f"  {p}" for p in self.problems)])
 
 

@@ -149,7 +149,7 @@ class LoopbackProvider:
                 f"disk {disk.cid} has no image file in the agent settings (path hint "
                 f"{disk.hint.get('path')!r}): is this instance on the loopback provider?"
             )
-        directory = self.directory
+        directory = self._checked_directory()
         directory.mkdir(parents=True, exist_ok=True)
         snapshot_id = "snap-" + secrets.token_hex(9)[:17]
         image = directory / f"{snapshot_id}.img"
@@ -185,8 +185,17 @@ class LoopbackProvider:
             size_bytes=size,
         )
 
-    def list(self, query: Query | None = None) -> list[Snapshot]:
+    def _checked_directory(self) -> Path:
+        """The pool's snapshots directory, or a ProviderError saying why it is unusable."""
         directory = self.directory
+        if directory.exists() and not directory.is_dir():
+            raise ProviderError(f"the loopback pool's {directory} is not a directory")
+        if not self.pool.is_dir():
+            raise ProviderError(f"the loopback pool {self.pool} is not a directory")
+        return directory
+
+    def list(self, query: Query | None = None) -> list[Snapshot]:
+        directory = self._checked_directory()
         if not directory.is_dir():
             return []
         found: list[Snapshot] = []
@@ -280,9 +289,11 @@ class LoopbackProvider:
         return NewDisk(cid=cid, size_mib=size_mib, zone="", snapshot_id=snapshot_id)
 
     def leftovers(self) -> builtins.list[Leftover]:
+        self._checked_directory()
         return self.debris.find()
 
     def cleanup_leftovers(self) -> builtins.list[Leftover]:
+        self._checked_directory()
         return self.debris.release()
 
     def _release_leftovers(self) -> None:
