@@ -87,7 +87,8 @@ CASES = [
         "snapshotter",
         ("provider", "type"),
         "gce",
-        'snapshotter.provider.type: "gce" is not allowed; allowed: loopback, aws-ebs',
+        'snapshotter.provider.type: "gce" is not allowed; allowed: loopback, aws-ebs, '
+        "openstack-cinder",
     ),
     BadProperty(
         "snapshotter",
@@ -231,6 +232,27 @@ CASES = [
         ("provider",),
         {"type": "aws-ebs", "aws": {"region": "eu-west-1", "backup_region": "eu-west-1"}},
         "snapshotter.provider.aws.backup_region: must differ from provider.aws.region",
+    ),
+    BadProperty(
+        "snapshotter",
+        ("provider", "openstack", "interface"),
+        "private",
+        'snapshotter.provider.openstack.interface: "private" is not allowed; '
+        "allowed: public, internal, admin",
+    ),
+    BadProperty(
+        "snapshotter",
+        ("provider",),
+        {"type": "openstack-cinder", "openstack": {"application_credential_id": "abc"}},
+        "snapshotter.provider.openstack: set both application_credential_id and "
+        "application_credential_secret",
+    ),
+    BadProperty(
+        "snapshotter",
+        ("provider",),
+        {"type": "openstack-cinder"},
+        "snapshotter.provider.openstack.auth_url: required when provider.type is openstack-cinder",
+        at_render=False,
     ),
     schedule(
         {"cron": "61 * * * *"},

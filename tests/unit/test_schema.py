@@ -8,6 +8,7 @@ for the code, and these tests hold the schema to it.
 from __future__ import annotations
 
 import re
+import typing
 from typing import Any
 
 import pytest
@@ -15,6 +16,7 @@ import yaml
 
 from disk_snapshots import annotations
 from disk_snapshots import config
+from disk_snapshots import openstack_settings
 from disk_snapshots import schema
 from disk_snapshots import triggers
 from disk_snapshots.api import routes
@@ -45,7 +47,10 @@ def test_the_schema_spells_the_vocabulary_as_the_code_does() -> None:
     snapshots = node("restore", "restore", "snapshots")["additionalProperties"]
     assert snapshots["pattern"] == routes._SNAPSHOT_ID
     assert f"set:{annotations.SET_ID}" in node("restore", "restore", "target")["pattern"]
-    assert config.PROVIDERS == ("loopback", "aws-ebs")
+    assert typing.get_args(config.ProviderType) == config.PROVIDERS
+    assert tuple(node("snapshotter", "provider", "openstack", "interface")["enum"]) == (
+        openstack_settings.OPENSTACK_INTERFACES
+    )
 
 
 def _patterns(value: object) -> list[dict[str, Any]]:

@@ -31,6 +31,9 @@ NO_FREEZE = QuiesceConfig(freeze=False, freeze_timeout=5, on_failure="abort")
 
 
 def freezer(tmp_path: Path, service: FakeService, wait: float = 10.0) -> Freezer:
+    # Even without a freeze the snapshot writes the disk's filesystem back (syncfs): the
+    # mount point must exist.
+    (tmp_path / "store").mkdir(exist_ok=True)
     disk = Disk(cid="disk-1", mount=tmp_path / "store", hint={})
     return Freezer(
         disk=disk,
