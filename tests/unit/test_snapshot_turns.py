@@ -93,6 +93,7 @@ def test_a_second_snapshot_waits_for_the_one_in_flight(tmp_path: Path) -> None:
 
 def test_a_turn_not_given_in_time_names_the_holder(tmp_path: Path) -> None:
     service = FakeService()
+    (tmp_path / "store").mkdir()  # the turn is named by the disk's filesystem
     with one_at_a_time(tmp_path / "data", tmp_path / "store", 1.0):
         holder = threading.current_thread()
         failed: list[BaseException] = []
