@@ -18,6 +18,7 @@ import pytest
 from disk_snapshots.catalog import Query
 from disk_snapshots.commands.errands import take_snapshot
 from disk_snapshots.config import TlsConfig
+from disk_snapshots.errors import EXIT_PARTIAL
 from disk_snapshots.snapshot.snapshotter import Snapshotter
 from support.cinder import Admin
 from support.cinder import CinderLocal
@@ -129,7 +130,7 @@ def test_a_member_that_cannot_flush_means_no_group_snapshot_at_all(
     cluster: Cluster, admin: Admin, deployment: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     (cluster.vms[2].paths.root / "service-down").touch()
-    assert take_snapshot(cluster.vms[0].paths) == 1
+    assert take_snapshot(cluster.vms[0].paths) == EXIT_PARTIAL
     out = capsys.readouterr().out
     assert "INCOMPLETE: redis-data/1: quiesce failed: flush failed" in out, out
     assert "no group snapshot without every member frozen" in out, out
@@ -146,7 +147,7 @@ def test_a_volume_of_another_deployment_stops_the_set_before_anything_freezes(
 ) -> None:
     stranger = cluster.volumes[MEMBERS[1].id]
     admin.call("PUT", f"/volumes/{stranger}/metadata", json={"metadata": {"deployment": "other"}})
-    assert take_snapshot(cluster.vms[0].paths) == 1
+    assert take_snapshot(cluster.vms[0].paths) == EXIT_PARTIAL
     out = capsys.readouterr().out
     assert f"INCOMPLETE: no group snapshot: volume {stranger} belongs to deployment 'other'" in out
     for vm in cluster.vms:
