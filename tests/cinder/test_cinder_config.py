@@ -95,15 +95,18 @@ def test_application_credential() -> None:
             {"endpoint": "http://cinder:8776/v3/x", "username": "u"},
             "snapshotter.provider.openstack.auth_url: required with credentials",
         ),
-        ({"auth_url": "keystone:5000"}, "snapshotter.provider.openstack.auth_url: \"keystone:5000\" is not an http"),
+        (
+            {"auth_url": "keystone:5000"},
+            'snapshotter.provider.openstack.auth_url: "keystone:5000" is not an http',
+        ),
         (
             {"auth_url": "https://k/v3", "interface": "private"},
-            "snapshotter.provider.openstack.interface: \"private\" is not allowed; allowed: "
+            'snapshotter.provider.openstack.interface: "private" is not allowed; allowed: '
             "public, internal, admin",
         ),
         (
             {"endpoint": "http://c/v3/x", "ca_cert": "not a pem"},
-            "snapshotter.provider.openstack.ca_cert: \"not a pem\" is not a PEM certificate",
+            'snapshotter.provider.openstack.ca_cert: "not a pem" is not a PEM certificate',
         ),
         (
             {"endpoint": "http://c/v3/x", "insecure": "yes"},
