@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -80,6 +81,26 @@ def redis(lb: LocalBosh, host: str, *cmd: str, deployment: str = "redis") -> str
         timeout=30,
     )
     return proc.stdout.strip()
+
+
+def wait_in_sync(lb: LocalBosh, deployment: str = "redis", timeout: float = 120) -> None:
+    """Until every Redis follower of the deployment has its link to the leader up and no
+    sync running: with replica-serve-stale-data no, a follower still loading refuses the
+    flush a snapshot starts with (MASTERDOWN), as it should."""
+    deadline = time.monotonic() + timeout
+    pending: list[str] = []
+    while time.monotonic() < deadline:
+        pending = []
+        for inst in lb.state(deployment)["instances"]:
+            info = redis(lb, inst["address"], "INFO", "replication", deployment=deployment)
+            if "role:slave" in info and not (
+                "master_link_status:up" in info and "master_sync_in_progress:0" in info
+            ):
+                pending.append(f"{inst['group']}/{inst['index']}")
+        if not pending:
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"followers not in sync after {timeout:.0f}s: {', '.join(pending)}")
 
 
 def leftovers(home: Path) -> list[str]:

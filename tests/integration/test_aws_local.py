@@ -21,6 +21,7 @@ import yaml
 from lbtest import REPO
 from lbtest import LocalBosh
 from lbtest import needs_root
+from lbtest import wait_in_sync
 
 from disk_snapshots.annotations import SCHEMA
 from disk_snapshots.annotations import TAG_PREFIX
@@ -99,6 +100,7 @@ def test_manual_and_pre_deploy_snapshots_are_ebs_snapshots_tagged_with_every_ann
     )["Instances"][0]["InstanceId"]
 
     deploy(localbosh, moto_url, instance_id)
+    wait_in_sync(localbosh)
     insts = {f"{i['group']}/{i['index']}": i for i in localbosh.state("redis")["instances"]}
     assert sorted(insts) == ["redis-data/0", "redis-data/1", "redis-leader/0"]
     # Every persistent disk has its own EBS volume, sized like the disk, in the AZ's zone.

@@ -24,6 +24,7 @@ import yaml
 from lbtest import REPO
 from lbtest import LocalBosh
 from lbtest import needs_root
+from lbtest import wait_in_sync
 
 from disk_snapshots.annotations import SCHEMA
 from disk_snapshots.annotations import TAG_PREFIX
@@ -180,6 +181,7 @@ def test_manual_pre_deploy_and_set_snapshots_are_cinder_snapshots_with_every_ann
     localbosh = released
     started = datetime.now(UTC).replace(microsecond=0)
     deploy(localbosh, cinder_local, group_type)
+    wait_in_sync(localbosh)
     insts = {f"{i['group']}/{i['index']}": i for i in localbosh.state("redis")["instances"]}
     assert sorted(insts) == ["redis-data/0", "redis-data/1", "redis-leader/0"]
     # Every persistent disk has its own Cinder volume, sized like the disk, in z1's zone,
