@@ -149,7 +149,7 @@ class RedisService:
             before = int(self.client.info("persistence").get("rdb_saves", "0"))
             while True:
                 try:
-                    self.client.call("BGSAVE")
+                    self._bgsave()
                     break
                 except RedisError as err:
                     # Another save is running and may predate our call: wait, then start ours.
@@ -168,6 +168,30 @@ class RedisService:
                 time.sleep(0.005)
         except RedisError as err:
             raise ServiceError(f"redis refused to flush (BGSAVE): {err}") from None
+
+    def _bgsave(self) -> None:
+        try:
+            self.client.call("BGSAVE")
+        except RedisError as err:
+            if not str(err).startswith("MASTERDOWN"):
+                raise
+        else:
+            return
+        # A follower with replica-serve-stale-data no refuses BGSAVE while its link to the
+        # leader is down: in a rolling deploy, a stop or a delete, the leader goes first.
+        # Its data cannot change then (a replica takes no writes but the leader's), so
+        # saving it is as consistent as ever. The setting is lifted for the BGSAVE call
+        # alone (the fork is all it needs) and put back at once; CONFIG SET changes
+        # nothing on disk, so a crash in between leaves the configured value at restart.
+        log.warning(
+            "redis: the follower's link to its leader is down (MASTERDOWN); saving its "
+            "unchanged data with replica-serve-stale-data lifted for the BGSAVE call"
+        )
+        self.client.call("CONFIG", "SET", "replica-serve-stale-data", "yes")
+        try:
+            self.client.call("BGSAVE")
+        finally:
+            self.client.call("CONFIG", "SET", "replica-serve-stale-data", "no")
 
     def _wait_idle(self, deadline: float) -> int:
         while True:
