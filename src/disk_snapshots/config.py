@@ -75,6 +75,7 @@ class ProviderConfig:
     loopback_pool: str
     aws: AwsSettings
     openstack: OpenstackSettings = field(default_factory=lambda: OpenstackSettings.unset())
+    loopback_backup_store: str = ""
 
 
 @dataclass(frozen=True)
@@ -145,6 +146,25 @@ class Schedule:
 
 
 @dataclass(frozen=True)
+class BackupsConfig:
+    """The ``backups`` property: one schedule, which snapshot, retention, deadline."""
+
+    cron: str  # empty: no scheduled backups (bin/snapshots backup still makes one)
+    timezone: str
+    jitter: int
+    source: Literal["instance", "set"]
+    retention: Retention
+    deadline: timedelta
+
+    def schedule(self) -> Schedule:
+        """As a schedule, for schedule.py's times and per-instance jitter."""
+        return Schedule("backup", self.cron, self.timezone, self.jitter, "instance", self.retention)
+
+
+NO_BACKUPS = BackupsConfig("", "UTC", 0, "instance", Retention(), timedelta(hours=6))
+
+
+@dataclass(frozen=True)
 class TlsConfig:
     ca: str
     certificate: str
@@ -207,12 +227,14 @@ class SnapshotterConfig:
     api: ApiConfig
     metrics_enabled: bool
     links: Mapping[str, Link]
+    backups: BackupsConfig = NO_BACKUPS
 
 
 @dataclass(frozen=True)
 class TakeSnapshotConfig:
     note: str
     scope: Literal["instance", "set"]
+    backup: bool = False
 
 
 @dataclass(frozen=True)
@@ -228,6 +250,7 @@ class RestoreConfig:
     followers: Literal["resync", "restore"]
     verify: tuple[str, ...]
     timeout: int
+    source: Literal["auto", "snapshot", "backup"] = "auto"
 
 
 JobConfig = SnapshotterConfig | TakeSnapshotConfig | ListSnapshotsConfig | RestoreConfig
@@ -299,6 +322,7 @@ def _snapshotter(doc: Reader) -> SnapshotterConfig:
         api=_api(props.get("api")),
         metrics_enabled=props.get("metrics").get("enabled").boolean(),
         links=_links(doc.get("links")),
+        backups=_backups(props.get("backups")),
     )
 
 
@@ -348,6 +372,7 @@ def _provider(provider: Reader) -> ProviderConfig:
             instance_id=aws.get("instance_id").string(),
         ),
         openstack=read_openstack(provider.get("openstack"), required=kind == "openstack-cinder"),
+        loopback_backup_store=_optional(provider.get("loopback").get("backup_store"), "").string(),
     )
 
 
@@ -486,11 +511,37 @@ def _links(links: Reader) -> dict[str, Link]:
     return result
 
 
+def _backups(backups: Reader) -> BackupsConfig:
+    """Absent (a config rendered before backups existed, a test) means no schedule; that
+    a schedule has somewhere to put its backups is one of the schema's rules."""
+    if backups.missing:
+        return NO_BACKUPS
+    entries = backups.mapping()
+    cron = entries["cron"].string() if "cron" in entries else ""
+    deadline = NO_BACKUPS.deadline
+    if "deadline" in entries:
+        deadline = entries["deadline"].duration() or deadline
+        if deadline < timedelta(minutes=1):
+            entries["deadline"].fail("at least 1m: a backup copies a whole disk")
+    return BackupsConfig(
+        cron=entries["cron"].check(_cron, "") if cron else "",
+        timezone=entries["timezone"].check(_timezone, "UTC") if "timezone" in entries else "UTC",
+        jitter=entries["jitter"].integer() if "jitter" in entries else 0,
+        source=cast(
+            Literal["instance", "set"],
+            entries["source"].string() if "source" in entries else "instance",
+        ),
+        retention=_retention(entries["retention"]) if "retention" in entries else Retention(),
+        deadline=deadline,
+    )
+
+
 def _take_snapshot(doc: Reader) -> TakeSnapshotConfig:
     props = _props(doc).get("take_snapshot")
     return TakeSnapshotConfig(
         note=props.get("note").string(),
         scope=cast(Literal["instance", "set"], props.get("scope").string()),
+        backup=_optional(props.get("backup"), False).boolean(),
     )
 
 
@@ -512,4 +563,14 @@ def _restore(doc: Reader) -> RestoreConfig:
         followers=cast(Literal["resync", "restore"], props.get("followers").string()),
         verify=props.get("verify").argv(),
         timeout=props.get("timeout").integer(),
+        source=cast(
+            Literal["auto", "snapshot", "backup"],
+            _optional(props.get("source"), "auto").string(),
+        ),
     )
+
+
+def _optional(value: Reader, default: object) -> Reader:
+    """A property newer than some rendered configs (a test's, an older release's): absent
+    reads as its default."""
+    return Reader(default, value.path, value.problems) if value.missing else value

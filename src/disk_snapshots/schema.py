@@ -180,7 +180,7 @@ class _Checker:
             self.add(path, f"is {len(value)} characters long; at most {schema['maxLength']}")
         elif "pattern" in schema and not re.fullmatch(schema["pattern"], value):
             self.add(path, f"{show(value)} is not {schema['patternHint']}")
-        elif schema.get("format") == "cron" and cron_problem(value):
+        elif schema.get("format") == "cron" and value and cron_problem(value):
             self.add(path, cron_problem(value))
 
     def an_integer(self, schema: Mapping[str, Any], value: int, path: str) -> None:
@@ -225,9 +225,14 @@ class _Checker:
             self.rule(rule, value, path)
 
     def rule(self, rule: Mapping[str, Any], value: dict[str, object], path: str) -> None:
-        if any(value.get(k) != v for k, v in rule.get("if", {}).items()):
+        # "if" keys may be dotted paths; "ifFilled" lists paths that must all be non-empty.
+        if any(_reach(value, k.split(".")) != v for k, v in rule.get("if", {}).items()):
+            return
+        if any(empty(_reach(value, keys)) for keys in rule.get("ifFilled", ())):
             return
         message = rule["message"]
+        if "refuse" in rule:
+            self.add(_join(path, rule["refuse"]), message)
         if "nonEmpty" in rule and empty(_reach(value, rule["nonEmpty"])):
             self.add(_join(path, rule["nonEmpty"]), message)
         if "together" in rule:

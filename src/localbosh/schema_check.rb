@@ -99,7 +99,7 @@ ds_check_properties = lambda do |schema, job, properties|
       add.call(path, "is #{value.length} characters long; at most #{schema_['maxLength']}")
     elsif schema_.key?('pattern') && !full.call(schema_['pattern'], value)
       add.call(path, "#{show.call(value)} is not #{schema_['patternHint']}")
-    elsif schema_['format'] == 'cron' && cron_problem.call(value) != ''
+    elsif schema_['format'] == 'cron' && !value.empty? && cron_problem.call(value) != ''
       add.call(path, cron_problem.call(value))
     end
   end
@@ -126,9 +126,11 @@ ds_check_properties = lambda do |schema, job, properties|
     end
   end
   check_rule = lambda do |rule, value, path|
-    return if (rule['if'] || {}).any? { |k, v| value[k] != v }
+    return if (rule['if'] || {}).any? { |k, v| reach.call(value, k.split('.')) != v }
+    return if (rule['ifFilled'] || []).any? { |keys| empty.call(reach.call(value, keys)) }
 
     message = rule['message']
+    add.call([path, *rule['refuse']].join('.'), message) if rule.key?('refuse')
     if rule.key?('nonEmpty') && empty.call(reach.call(value, rule['nonEmpty']))
       add.call([path, *rule['nonEmpty']].join('.'), message)
     end
