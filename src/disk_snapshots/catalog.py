@@ -1,4 +1,4 @@
-"""The snapshot catalog: snapshots as the provider lists them, and queries over them."""
+"""The catalog: snapshots and their backups as the provider lists them, and queries over them."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
+from typing import TypeVar
 
 from disk_snapshots.annotations import TAG_PREFIX
 from disk_snapshots.annotations import Annotations
@@ -21,10 +22,32 @@ class Snapshot:
     # (EBS); such a snapshot is already restorable once it completes.
     state: State = "completed"
     size_bytes: int | None = None
-    # The backup tier (aws-ebs copy_to_backup): the copy of this snapshot outside its
-    # failure domain, listed with the original so the catalog shows one record for both.
-    backup_id: str = ""
-    backup_region: str = ""
+
+    @property
+    def created_at(self) -> datetime:
+        return self.annotations.created_at
+
+
+@dataclass(frozen=True)
+class Backup:
+    """A full copy of one of our snapshots outside the snapshot's failure domain.
+
+    It carries the source snapshot's annotations unchanged (its ``created_at`` is the
+    point in time the backup holds) and outlives the snapshot: ``source_snapshot`` may
+    name a snapshot that is gone, which is when a backup matters.
+    """
+
+    id: str  # the provider's own id (loopback bkp-..., an EBS snapshot in the backup region)
+    source_snapshot: str
+    annotations: Annotations
+    # "pending": still being copied (EBS copies on its own; loopback while its process
+    # runs); "error": failed or interrupted, never restorable.
+    state: State
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    size_bytes: int | None = None
+    location: str = ""  # where it lives, in the provider's words: a directory, a region
+    detail: str = ""  # why it failed, or how far it got
 
     @property
     def created_at(self) -> datetime:
@@ -56,8 +79,8 @@ class Query:
         }
         return {TAG_PREFIX + k: v for k, v in fields.items() if v is not None}
 
-    def matches(self, snapshot: Snapshot) -> bool:
-        a = snapshot.annotations
+    def matches(self, record: Snapshot | Backup) -> bool:
+        a = record.annotations
         checks = (
             self.deployment is None or a.deployment == self.deployment,
             self.instance_group is None or a.instance_group == self.instance_group,
@@ -71,7 +94,11 @@ class Query:
         return all(checks)
 
 
-def select(snapshots: Iterable[Snapshot], query: Query = Query()) -> list[Snapshot]:
-    """Matching snapshots, newest first (ties broken by id so the order is stable)."""
-    chosen = [s for s in snapshots if query.matches(s)]
-    return sorted(chosen, key=lambda s: (s.created_at, s.id), reverse=True)
+Record = TypeVar("Record", Snapshot, Backup)
+
+
+def select(records: Iterable[Record], query: Query = Query()) -> list[Record]:
+    """Matching snapshots (or backups), newest point in time first, ties broken by id so
+    the order is stable."""
+    chosen = [r for r in records if query.matches(r)]
+    return sorted(chosen, key=lambda r: (r.created_at, r.id), reverse=True)

@@ -1,12 +1,19 @@
-"""The catalog as operators read it: a table like ``bosh snapshots``, or JSON for scripts."""
+"""The catalog as operators read it: tables like ``bosh snapshots``, or JSON for scripts.
+
+Both tiers: the snapshots, then the backups, each backup with the snapshot it was copied
+from (which may be gone: that is when a backup matters) and its state.
+"""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from collections.abc import Sequence
+from datetime import datetime
 
 from disk_snapshots.annotations import TAG_PREFIX
 from disk_snapshots.annotations import Annotations
+from disk_snapshots.catalog import Backup
 from disk_snapshots.catalog import Snapshot
 
 COLUMNS = (
@@ -21,53 +28,140 @@ COLUMNS = (
     "Note",
     "Backup",
 )
+BACKUP_COLUMNS = (
+    "Instance",
+    "Backup ID",
+    "Source snapshot",
+    "Point in time",
+    "State",
+    "Completed at",
+    "Size",
+    "Trigger",
+    "Role",
+    "Consistency",
+    "Where",
+)
 
 
-def row(snapshot: Snapshot) -> tuple[str, ...]:
+def _when(moment: datetime | None) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M:%S UTC") if moment else "-"
+
+
+def _instance(snapshot: Snapshot | Backup) -> str:
+    a = snapshot.annotations
+    return f"{a.instance_group}/{a.index} ({a.instance_id})"
+
+
+def newest_backups(backups: Iterable[Backup]) -> dict[str, Backup]:
+    """Source snapshot id → its newest backup (a completed one before any other)."""
+    chosen: dict[str, Backup] = {}
+    for b in backups:
+        known = chosen.get(b.source_snapshot)
+        if known is None or _rank(b) > _rank(known):
+            chosen[b.source_snapshot] = b
+    return chosen
+
+
+def _rank(backup: Backup) -> tuple[bool, datetime]:
+    return backup.state == "completed", backup.started_at or backup.created_at
+
+
+def row(snapshot: Snapshot, backup: Backup | None = None) -> tuple[str, ...]:
     a = snapshot.annotations
     set_text = f"{a.set_id} ({a.set_state or 'pending'})" if a.set_id else "-"
     return (
-        f"{a.instance_group}/{a.index} ({a.instance_id})",
+        _instance(snapshot),
         snapshot.id,
-        a.created_at.strftime("%Y-%m-%d %H:%M:%S UTC"),
+        _when(a.created_at),
         "true" if a.consistency == "clean" else "false",
         a.trigger,
         a.role,
         a.consistency if snapshot.state == "completed" else f"{a.consistency} ({snapshot.state})",
         set_text,
         a.note or "-",
-        f"{snapshot.backup_id} ({snapshot.backup_region})" if snapshot.backup_id else "-",
+        f"{backup.id} ({backup.state})" if backup else "-",
     )
 
 
-def render_table(snapshots: Sequence[Snapshot]) -> str:
-    rows = [COLUMNS, *(row(s) for s in snapshots)]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(COLUMNS))]
-    lines = [
-        "  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in rows
-    ]
-    lines.append("")
-    lines.append(f"{len(snapshots)} snapshot{'s' if len(snapshots) != 1 else ''}")
+def backup_row(backup: Backup, snapshot_ids: set[str]) -> tuple[str, ...]:
+    a = backup.annotations
+    source = backup.source_snapshot
+    state = backup.state if backup.state == "completed" else f"{backup.state}: {backup.detail}"
+    return (
+        _instance(backup),
+        backup.id,
+        source if source in snapshot_ids else f"{source} (gone)",
+        _when(a.created_at),
+        state,
+        _when(backup.completed_at),
+        f"{backup.size_bytes / 2**30:.1f} GiB" if backup.size_bytes is not None else "-",
+        a.trigger,
+        a.role,
+        a.consistency,
+        backup.location or "-",
+    )
+
+
+def _grid(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    cells = [tuple(columns), *rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
+    return ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells]
+
+
+def _count(n: int, what: str) -> str:
+    return f"{n} {what}{'s' if n != 1 else ''}"
+
+
+def render_table(snapshots: Sequence[Snapshot], backups: Sequence[Backup] | None = None) -> str:
+    """The snapshots; with ``backups`` (the tier is on), each snapshot's newest backup in
+    its row and every backup in a second table."""
+    of = newest_backups(backups or ())
+    lines = _grid(COLUMNS, [row(s, of.get(s.id)) for s in snapshots])
+    lines += ["", _count(len(snapshots), "snapshot")]
+    if backups is not None:
+        ids = {s.id for s in snapshots}
+        lines += ["", *_grid(BACKUP_COLUMNS, [backup_row(b, ids) for b in backups])]
+        lines += ["", _count(len(backups), "backup")]
     return "\n".join(lines)
 
 
-def to_json(snapshots: Sequence[Snapshot]) -> str:
-    return json.dumps(
-        [
-            {
-                "id": s.id,
-                "state": s.state,
-                "size_bytes": s.size_bytes,
-                "backup_id": s.backup_id,
-                "backup_region": s.backup_region,
-                "annotations": {
-                    k.removeprefix("disk-snapshots:"): v for k, v in s.annotations.to_tags().items()
-                },
-            }
-            for s in snapshots
-        ],
-        indent=2,
-    )
+def _annotations(record: Snapshot | Backup) -> dict[str, str]:
+    return {k.removeprefix("disk-snapshots:"): v for k, v in record.annotations.to_tags().items()}
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment else None
+
+
+def to_json(snapshots: Sequence[Snapshot], backups: Sequence[Backup] = ()) -> str:
+    """One list: every snapshot (``tier: snapshot``), then every backup (``tier: backup``,
+    with its source snapshot, state, times and where it lives)."""
+    records: list[dict[str, object]] = [
+        {
+            "tier": "snapshot",
+            "id": s.id,
+            "state": s.state,
+            "size_bytes": s.size_bytes,
+            "annotations": _annotations(s),
+        }
+        for s in snapshots
+    ]
+    records += [
+        {
+            "tier": "backup",
+            "id": b.id,
+            "source_snapshot": b.source_snapshot,
+            "state": b.state,
+            "detail": b.detail,
+            "started_at": _iso(b.started_at),
+            "completed_at": _iso(b.completed_at),
+            "size_bytes": b.size_bytes,
+            "location": b.location,
+            "annotations": _annotations(b),
+        }
+        for b in backups
+    ]
+    return json.dumps(records, indent=2)
 
 
 def from_json(text: str) -> list[Snapshot]:
@@ -95,8 +189,6 @@ def from_json(text: str) -> list[Snapshot]:
                 ),
                 state=state,
                 size_bytes=size if isinstance(size, int) else None,
-                backup_id=str(record.get("backup_id") or ""),
-                backup_region=str(record.get("backup_region") or ""),
             )
         )
     return snapshots

@@ -205,7 +205,7 @@ def test_delete_and_update_refuse_snapshots_without_our_tags(
 )
 def test_malformed_ids_are_refused_before_any_call(provider: AwsEbsProvider, bad_id: str) -> None:
     calls = record_calls(provider)
-    for action in (provider.get, provider.delete, provider.copy_to_backup):
+    for action in (provider.get, provider.delete, provider.backup):
         with pytest.raises(UnknownSnapshot, match="not an EBS snapshot id"):
             action(bad_id)
     with pytest.raises(UnknownSnapshot, match="not an EBS snapshot id"):

@@ -13,7 +13,7 @@ def make_provider(config: ProviderConfig, disk: Disk | None) -> Provider:
     if config.type == "loopback":
         from disk_snapshots.providers.loopback import LoopbackProvider
 
-        return LoopbackProvider.for_disk(config.loopback_pool, disk)
+        return LoopbackProvider.for_disk(config.loopback_pool, disk, config.loopback_backup_store)
     if config.type == "aws-ebs":
         from disk_snapshots.providers.aws_ebs import AwsEbsProvider
 

@@ -5,9 +5,8 @@ annotation as a ``disk-snapshots:*`` tag in the same call, so no snapshot ever e
 without its annotations. EBS fixes the point in time when CreateSnapshot returns (state
 ``pending``); the copy to S3 continues after the freeze is released.
 
-The backup tier is ``CopySnapshot`` into ``provider.aws.backup_region``: the copy carries
-the same tags plus where it came from, and ``list`` joins both regions into one record
-(``Snapshot.backup_id``/``backup_region``).
+The backup tier is ``CopySnapshot`` into ``provider.aws.backup_region``, tracked until EBS
+reports it completed, listed from the backup region by its tags (ebs_backups.py).
 
 Credentials are the instance profile unless keys are configured; they reach boto3 and
 nothing else (no log line, no error message, no repr carries the secret).
@@ -23,40 +22,42 @@ from collections.abc import Callable
 from collections.abc import Iterator
 from collections.abc import Mapping
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from contextlib import contextmanager
-from dataclasses import dataclass
-from datetime import UTC
-from datetime import datetime
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
-from typing import Any
 
 import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError
 from botocore.exceptions import ClientError
 
-from disk_snapshots.annotations import TAG_PREFIX
 from disk_snapshots.annotations import AnnotationError
 from disk_snapshots.annotations import Annotations
+from disk_snapshots.catalog import Backup
 from disk_snapshots.catalog import Query
 from disk_snapshots.catalog import Snapshot
-from disk_snapshots.catalog import State
 from disk_snapshots.catalog import select
 from disk_snapshots.config import AwsSettings
 from disk_snapshots.providers.base import Leftover
 from disk_snapshots.providers.base import NewDisk
 from disk_snapshots.providers.base import ProviderError
 from disk_snapshots.providers.base import UnknownSnapshot
+from disk_snapshots.providers.ebs_backups import EbsBackups
 from disk_snapshots.providers.ebs_volumes import IMDS
 from disk_snapshots.providers.ebs_volumes import UNMARKED_GRACE
 from disk_snapshots.providers.ebs_volumes import EbsVolumes
+from disk_snapshots.providers.ec2 import EBS_STATES
 from disk_snapshots.providers.ec2 import PER_VOLUME_RATE
-from disk_snapshots.providers.ec2 import SOURCE_SNAPSHOT_TAG
+from disk_snapshots.providers.ec2 import SCHEMA_TAG
 from disk_snapshots.providers.ec2 import VOLUME_ID
 from disk_snapshots.providers.ec2 import check_snapshot_id
+from disk_snapshots.providers.ec2 import display_name
 from disk_snapshots.providers.ec2 import error as ec2_error
+from disk_snapshots.providers.ec2 import gib
+from disk_snapshots.providers.ec2 import snapshot_record
+from disk_snapshots.providers.ec2 import tag_filters
 from disk_snapshots.providers.ec2 import tag_list
 from disk_snapshots.providers.ec2 import tags_of
 from disk_snapshots.providers.nvme import DeviceSeam
@@ -70,45 +71,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-SCHEMA_TAG = TAG_PREFIX + "schema"
-SOURCE_REGION_TAG = TAG_PREFIX + "source_region"
-# Tags this provider writes besides the annotations; update() keeps them.
-PROVIDER_TAGS = ("Name", SOURCE_SNAPSHOT_TAG, SOURCE_REGION_TAG)
-
-
-EBS_STATES: Mapping[str, State] = {
-    "pending": "pending",
-    "completed": "completed",
-    "recovering": "pending",
-    "error": "error",
-    "recoverable": "error",
-}
-
-
-def annotation_tags(tags: Mapping[str, str]) -> dict[str, str]:
-    """Our tags minus the provider's bookkeeping: what a copy or an update carries over."""
-    return {k: v for k, v in tags.items() if k.startswith(TAG_PREFIX) and k not in PROVIDER_TAGS}
-
-
-def display_name(a: Annotations) -> str:
-    """The console's Name column: enough to recognise a snapshot without opening its tags."""
-    moment = a.created_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    return f"{a.deployment}/{a.instance_group}/{a.index} {a.trigger} {moment}"[:256]
-
-
-@dataclass(frozen=True)
-class BackupCopy:
-    """A snapshot in the backup region, with the snapshot it was copied from."""
-
-    snapshot: Snapshot  # id and state are the copy's
-    region: str
-    source_id: str
-    source_region: str
-    copied_at: datetime | None
-
 
 class AwsEbsProvider:
     name = "aws-ebs"
+    backup_property = "provider.aws.backup_region"
 
     def __init__(
         self,
@@ -122,6 +88,7 @@ class AwsEbsProvider:
         poll_interval: float = 2.0,
         volume_timeout: float = 600.0,
         device_timeout: float = 120.0,
+        copy_back_timeout: float | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         if not settings.region:
@@ -164,6 +131,7 @@ class AwsEbsProvider:
             user_agent_extra="disk-snapshots",
         )
         self._clients: dict[str, EC2Client] = {}
+        self.backups_tier = EbsBackups(self, copy_back_timeout=copy_back_timeout)
 
     @classmethod
     def from_config(cls, settings: AwsSettings) -> AwsEbsProvider:
@@ -260,10 +228,10 @@ class AwsEbsProvider:
             id=check_snapshot_id(response["SnapshotId"]),
             annotations=annotations,
             state=EBS_STATES.get(response.get("State", "pending"), "pending"),
-            size_bytes=_gib(response.get("VolumeSize")),
+            size_bytes=gib(response.get("VolumeSize")),
         )
 
-    def _describe(self, snapshot_id: str, region: str | None = None) -> SnapshotTypeDef:
+    def describe(self, snapshot_id: str, region: str | None = None) -> SnapshotTypeDef:
         check_snapshot_id(snapshot_id)
         region = region or self.region
         with self.calling(f"DescribeSnapshots of {snapshot_id}", region):
@@ -272,8 +240,8 @@ class AwsEbsProvider:
             raise UnknownSnapshot(f"snapshot {snapshot_id} does not exist in {region}")
         return found[0]
 
-    def _ours(self, snapshot_id: str) -> tuple[SnapshotTypeDef, dict[str, str]]:
-        raw = self._describe(snapshot_id)
+    def ours(self, snapshot_id: str) -> tuple[SnapshotTypeDef, dict[str, str]]:
+        raw = self.describe(snapshot_id)
         tags = tags_of(raw)
         if SCHEMA_TAG not in tags:
             raise UnknownSnapshot(
@@ -282,42 +250,28 @@ class AwsEbsProvider:
             )
         return raw, tags
 
-    def _record(self, raw: Mapping[str, Any], tags: Mapping[str, str]) -> Snapshot:
-        return Snapshot(
-            id=check_snapshot_id(raw.get("SnapshotId")),
-            annotations=Annotations.from_tags(tags),
-            state=EBS_STATES.get(str(raw.get("State", "")), "error"),
-            size_bytes=_gib(raw.get("VolumeSize")),
-        )
-
     def get(self, snapshot_id: str) -> Snapshot:
-        raw, tags = self._ours(snapshot_id)
+        raw, tags = self.ours(snapshot_id)
         try:
-            snapshot = self._record(raw, tags)
+            return snapshot_record(raw, tags)
         except AnnotationError as err:
             raise ProviderError(f"snapshot {snapshot_id} has damaged tags: {err}") from None
-        if self.backup_region:
-            copies = self._backups({SOURCE_SNAPSHOT_TAG: snapshot_id})
-            if snapshot_id in copies:
-                copy = copies[snapshot_id]
-                return _with_backup(snapshot, copy)
-        return snapshot
 
     def update(self, snapshot_id: str, annotations: Annotations) -> Snapshot:
         """Overwrite the annotation tags (every field is written, so none goes stale)."""
-        raw, _ = self._ours(snapshot_id)
+        raw, _ = self.ours(snapshot_id)
         tags = annotations.to_tags() | {"Name": display_name(annotations)}
         with self.calling(f"CreateTags on {snapshot_id}"):
             self.client().create_tags(Resources=[snapshot_id], Tags=tag_list(tags))
-        return self._record(raw, tags)
+        return snapshot_record(raw, tags)
 
     def delete(self, snapshot_id: str) -> None:
         """DeleteSnapshot, only of a snapshot carrying our tags."""
-        self._ours(snapshot_id)
+        self.ours(snapshot_id)
         with self.calling(f"DeleteSnapshot of {snapshot_id}"):
             self.client().delete_snapshot(SnapshotId=snapshot_id)
 
-    def _pages(
+    def pages(
         self, region: str, filters: builtins.list[FilterTypeDef]
     ) -> Iterator[builtins.list[SnapshotTypeDef]]:
         paginator = self.client(region).get_paginator("describe_snapshots")
@@ -332,125 +286,32 @@ class AwsEbsProvider:
         query = query or Query()
         found: builtins.list[Snapshot] = []
         skipped = 0
-        for page in self._pages(self.region, _filters(query.exact_tags(), SCHEMA_TAG)):
+        for page in self.pages(self.region, tag_filters(query.exact_tags(), SCHEMA_TAG)):
             for raw in page:
                 try:
-                    found.append(self._record(raw, tags_of(raw)))
+                    found.append(snapshot_record(raw, tags_of(raw)))
                 except (AnnotationError, UnknownSnapshot) as err:
                     # Someone else's or a damaged snapshot: skip it, but never silently.
                     skipped += 1
                     log.warning("ignoring EBS snapshot %s: %s", raw.get("SnapshotId"), err)
         if skipped:
             log.warning("%d EBS snapshot(s) with damaged disk-snapshots tags ignored", skipped)
-        chosen = select(found, query)
-        if not self.backup_region or not chosen:
-            return chosen
-        copies = self._backups(query.exact_tags())
-        return [_with_backup(s, copies[s.id]) if s.id in copies else s for s in chosen]
+        return select(found, query)
 
-    # -- backup tier ----------------------------------------------------------------------
-
-    def _backups(self, equals: Mapping[str, str]) -> dict[str, BackupCopy]:
-        """Source id -> its newest copy in the backup region."""
-        copies: dict[str, BackupCopy] = {}
-        for copy in self.list_backups(equals):
-            known = copies.get(copy.source_id)
-            if known is None or _rank(copy) > _rank(known):
-                copies[copy.source_id] = copy
-        return copies
-
-    def list_backups(self, equals: Mapping[str, str] | None = None) -> builtins.list[BackupCopy]:
-        """Every copy of ours in the backup region, including copies whose source is gone."""
-        if not self.backup_region:
-            return []
-        filters = _filters(equals or {}, SOURCE_SNAPSHOT_TAG)
-        copies: builtins.list[BackupCopy] = []
-        for page in self._pages(self.backup_region, filters):
-            for raw in page:
-                tags = tags_of(raw)
-                try:
-                    snapshot = self._record(raw, tags)
-                    source = check_snapshot_id(tags.get(SOURCE_SNAPSHOT_TAG, ""))
-                except (AnnotationError, UnknownSnapshot) as err:
-                    log.warning(
-                        "ignoring EBS snapshot %s in %s: %s",
-                        raw.get("SnapshotId"),
-                        self.backup_region,
-                        err,
-                    )
-                    continue
-                copies.append(
-                    BackupCopy(
-                        snapshot=snapshot,
-                        region=self.backup_region,
-                        source_id=source,
-                        source_region=tags.get(SOURCE_REGION_TAG, ""),
-                        copied_at=raw.get("StartTime"),
-                    )
-                )
-        return copies
-
-    def copy_to_backup(self, snapshot_id: str, *, timeout: float = 3600.0) -> Snapshot:
-        """CopySnapshot into the backup region; returns the catalog record with both tiers.
-
-        EBS copies only completed snapshots, so this waits for the source first: call it
-        after the snapshot, never inside a freeze.
-        """
-        if not self.backup_region:
-            raise ProviderError(
-                "provider.aws.backup_region is empty: there is no backup tier to copy to"
-            )
-        raw, tags = self._ours(snapshot_id)
-        snapshot = self._record(raw, tags)
-        if snapshot.state == "pending":
-            snapshot = self._wait_snapshot(snapshot_id, timeout)
-        if snapshot.state != "completed":
-            raise ProviderError(f"snapshot {snapshot_id} is in state {snapshot.state}: not copied")
-        copy_tags = (
-            annotation_tags(tags)
-            | {"Name": display_name(snapshot.annotations) + " (backup)"}
-            | {SOURCE_SNAPSHOT_TAG: snapshot_id, SOURCE_REGION_TAG: self.region}
-        )
-        action = f"CopySnapshot of {snapshot_id} from {self.region}"
-        with self.calling(action, self.backup_region):
-            if self.kms_key_id:
-                response = self.client(self.backup_region).copy_snapshot(
-                    SourceSnapshotId=snapshot_id,
-                    SourceRegion=self.region,
-                    Description=f"disk-snapshots backup of {snapshot_id} from {self.region}",
-                    Encrypted=True,
-                    KmsKeyId=self.kms_key_id,
-                    TagSpecifications=[{"ResourceType": "snapshot", "Tags": tag_list(copy_tags)}],
-                )
-            else:
-                response = self.client(self.backup_region).copy_snapshot(
-                    SourceSnapshotId=snapshot_id,
-                    SourceRegion=self.region,
-                    Description=f"disk-snapshots backup of {snapshot_id} from {self.region}",
-                    TagSpecifications=[{"ResourceType": "snapshot", "Tags": tag_list(copy_tags)}],
-                )
-        backup_id = check_snapshot_id(response["SnapshotId"])
-        log.info("%s: backup copy %s in %s", snapshot_id, backup_id, self.backup_region)
-        return Snapshot(
-            id=snapshot.id,
-            annotations=snapshot.annotations,
-            state=snapshot.state,
-            size_bytes=snapshot.size_bytes,
-            backup_id=backup_id,
-            backup_region=self.backup_region,
-        )
-
-    def _wait_snapshot(self, snapshot_id: str, timeout: float) -> Snapshot:
+    def wait_done(
+        self, snapshot_id: str, timeout: float, region: str | None = None
+    ) -> SnapshotTypeDef:
+        """The snapshot as EC2 describes it once it is no longer pending (EBS makes volumes
+        and copies only from completed ones); ProviderError at the timeout."""
         deadline = time.monotonic() + timeout
         while True:
-            raw, tags = self._ours(snapshot_id)
-            snapshot = self._record(raw, tags)
-            if snapshot.state != "pending":
-                return snapshot
+            raw = self.describe(snapshot_id, region)
+            if EBS_STATES.get(str(raw.get("State", "")), "error") != "pending":
+                return raw
             if time.monotonic() >= deadline:
                 raise ProviderError(
-                    f"snapshot {snapshot_id} is still pending after {timeout:.0f}s "
-                    f"({raw.get('Progress', '?')} done)"
+                    f"snapshot {snapshot_id} in {region or self.region} is still pending "
+                    f"after {timeout:.0f}s ({raw.get('Progress', '?')} done)"
                 )
             self.sleep(self.poll_interval)
 
@@ -464,12 +325,12 @@ class AwsEbsProvider:
         """A new volume from the snapshot, attached here and mounted read-only; gone on exit
         (ebs_volumes.py). A pending snapshot is waited for: EBS makes volumes only from
         completed ones."""
-        raw, tags = self._ours(snapshot_id)
-        snapshot = self._record(raw, tags)
-        if snapshot.state == "pending":
-            snapshot = self._wait_snapshot(snapshot_id, self.volume_timeout)
-        if snapshot.state != "completed":
-            raise ProviderError(f"snapshot {snapshot_id} is in state {snapshot.state}")
+        raw, _ = self.ours(snapshot_id)
+        if EBS_STATES.get(str(raw.get("State"))) == "pending":
+            raw = self.wait_done(snapshot_id, self.volume_timeout)
+        state = EBS_STATES.get(str(raw.get("State")), "error")
+        if state != "completed":
+            raise ProviderError(f"snapshot {snapshot_id} is in state {state}")
         with self.volumes.mounted(snapshot_id, az) as mountpoint:
             yield mountpoint
 
@@ -477,43 +338,41 @@ class AwsEbsProvider:
         return self.volumes.leftovers(min_age)
 
     def cleanup_leftovers(self, min_age: timedelta = UNMARKED_GRACE) -> builtins.list[Leftover]:
-        return self.volumes.cleanup_leftovers(min_age)
+        """Temporary volumes, and backups copied back for a restore, that a killed process
+        on this instance left behind."""
+        released = self.volumes.cleanup_leftovers(min_age)
+        if self.backup_region:
+            released += [
+                Leftover("copied-back backup", snapshot_id, f"in {self.region}")
+                for snapshot_id in self.backups_tier.cleanup_leftovers(min_age)
+            ]
+        return released
 
     def create_disk(self, snapshot_id: str, like: Disk, labels: Mapping[str, str]) -> NewDisk:
         """A volume from the snapshot for ``bosh attach-disk`` (ebs_volumes.py); a pending
         snapshot is waited for first, as for materialize."""
-        raw, tags = self._ours(snapshot_id)
-        if self._record(raw, tags).state == "pending":
-            self._wait_snapshot(snapshot_id, self.volume_timeout)
+        raw, _ = self.ours(snapshot_id)
+        if EBS_STATES.get(str(raw.get("State"))) == "pending":
+            self.wait_done(snapshot_id, self.volume_timeout)
         return self.volumes.create_disk(snapshot_id, self._volume_id(like), labels)
 
+    # -- the backup tier (ebs_backups.py) -------------------------------------------------
 
-def _rank(copy: BackupCopy) -> tuple[bool, datetime]:
-    """A completed copy is the one to restore from; among equals, the newest."""
-    return (
-        copy.snapshot.state == "completed",
-        copy.copied_at or datetime.min.replace(tzinfo=UTC),
-    )
+    @property
+    def backup_location(self) -> str:
+        return self.backup_region
 
+    def backup(self, snapshot_id: str, timeout: float | None = None) -> Backup:
+        return self.backups_tier.backup(snapshot_id, timeout)
 
-def _with_backup(snapshot: Snapshot, copy: BackupCopy) -> Snapshot:
-    return Snapshot(
-        id=snapshot.id,
-        annotations=snapshot.annotations,
-        state=snapshot.state,
-        size_bytes=snapshot.size_bytes,
-        backup_id=copy.snapshot.id,
-        backup_region=copy.region,
-    )
+    def backups(self, query: Query | None = None) -> builtins.list[Backup]:
+        return self.backups_tier.list(query)
 
+    def get_backup(self, backup_id: str) -> Backup:
+        return self.backups_tier.get(backup_id)
 
-def _gib(size: object) -> int | None:
-    return size * 2**30 if isinstance(size, int) else None
+    def delete_backup(self, backup_id: str) -> None:
+        self.backups_tier.delete(backup_id)
 
-
-def _filters(equals: Mapping[str, str], key: str) -> builtins.list[FilterTypeDef]:
-    """Snapshots carrying tag ``key``, with these exact tag values."""
-    filters: builtins.list[FilterTypeDef] = [{"Name": "tag-key", "Values": [key]}]
-    for name, value in equals.items():
-        filters.append({"Name": f"tag:{name}", "Values": [value]})
-    return filters
+    def materialize_backup(self, backup_id: str, az: str = "") -> AbstractContextManager[Path]:
+        return self.backups_tier.materialize(backup_id, az)

@@ -10,6 +10,7 @@ from typing import Protocol
 from typing import runtime_checkable
 
 from disk_snapshots.annotations import Annotations
+from disk_snapshots.catalog import Backup
 from disk_snapshots.catalog import Query
 from disk_snapshots.catalog import Snapshot
 from disk_snapshots.errors import EXIT_PROVIDER
@@ -28,6 +29,10 @@ class UnknownSnapshot(ProviderError):
     """No snapshot with that id exists (or it is not one of ours): a bad argument."""
 
     exit_code = EXIT_USAGE
+
+
+class UnknownBackup(ProviderError):
+    """No backup with that id exists (or it is not one of ours)."""
 
 
 class Provider(Protocol):
@@ -131,3 +136,65 @@ class CreatesDisks(Protocol):
         current disk ``like``, labelled with ``labels`` (the snapshot's annotations and why
         it was made); returns once the disk can be attached."""
         ...
+
+
+@runtime_checkable
+class BackupTier(Protocol):
+    """A provider that can copy snapshots out of their failure domain (docs/catalog.md).
+
+    Backup ids are the provider's own (a loopback ``bkp-...``, an EBS snapshot id in the
+    backup region, a Cinder backup UUID), checked before any path or request is built
+    from them. A backup carries its source snapshot's annotations, so the catalog, the
+    retention rules and the restore planner read it like a snapshot.
+    """
+
+    name: str
+    # The property that turns backups on, for messages that say what to set.
+    backup_property: str
+
+    @property
+    def backup_location(self) -> str:
+        """Where backups go (a directory, a region); "" when the operator left them off."""
+        ...
+
+    def backup(self, snapshot_id: str, timeout: float | None = None) -> Backup:
+        """Start a backup of one of our snapshots. Returns it ``pending`` where the IaaS
+        copies on its own (poll get_backup), ``completed`` where the copy ran here;
+        ``timeout`` bounds the time spent here (a copy, or waiting for the source)."""
+        ...
+
+    def backups(self, query: Query | None = None) -> list[Backup]:
+        """Our backups, newest point in time first, also those whose snapshot is gone."""
+        ...
+
+    def get_backup(self, backup_id: str) -> Backup:
+        """One backup with its state as the provider reports it now; UnknownBackup when
+        it does not exist."""
+        ...
+
+    def delete_backup(self, backup_id: str) -> None: ...
+
+    def materialize_backup(self, backup_id: str, az: str) -> AbstractContextManager[Path]:
+        """A read-only tree of a completed backup's content (for the copy restore),
+        gone on exit. The replace restore's twin, a new disk made from a backup in
+        ``az``, belongs beside it when the provider gains "a disk from a snapshot"."""
+        ...
+
+
+def backup_tier(provider: Provider) -> BackupTier | None:
+    """The provider's backup tier when it has one and the operator turned it on."""
+    if isinstance(provider, BackupTier) and provider.backup_location:
+        return provider
+    return None
+
+
+def require_backup_tier(provider: Provider) -> BackupTier:
+    """The backup tier, or a ProviderError naming what to set to get one."""
+    tier = backup_tier(provider)
+    if tier is not None:
+        return tier
+    if isinstance(provider, BackupTier):
+        raise ProviderError(
+            f"backups are off: {provider.backup_property} is empty (it says where backups go)"
+        )
+    raise ProviderError(f"the {provider.name} provider has no backup tier")

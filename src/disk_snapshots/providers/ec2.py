@@ -1,7 +1,8 @@
-"""EC2 as both aws modules see it: id shapes, tags, and one clear error per failure.
+"""EC2 as the aws modules see it: id shapes, tags, records, and one clear error per failure.
 
-aws_ebs.py (snapshots and their backup copies) and ebs_volumes.py (volumes made from
-snapshots on this VM) share these; no message they build ever carries the secret key.
+aws_ebs.py (snapshots), ebs_backups.py (their copies in the backup region) and
+ebs_volumes.py (volumes made from snapshots on this VM) share these; no message they
+build ever carries the secret key.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import builtins
 import re
 from collections.abc import Mapping
 from contextlib import AbstractContextManager
+from datetime import UTC
 from typing import TYPE_CHECKING
 from typing import Any
 from typing import Protocol
@@ -19,11 +21,15 @@ from botocore.exceptions import ClientError
 from botocore.exceptions import NoCredentialsError
 
 from disk_snapshots.annotations import TAG_PREFIX
+from disk_snapshots.annotations import Annotations
+from disk_snapshots.catalog import Snapshot
+from disk_snapshots.catalog import State
 from disk_snapshots.providers.base import ProviderError
 from disk_snapshots.providers.base import UnknownSnapshot
 
 if TYPE_CHECKING:
     from mypy_boto3_ec2 import EC2Client
+    from mypy_boto3_ec2.type_defs import FilterTypeDef
     from mypy_boto3_ec2.type_defs import TagTypeDef
 
 SNAPSHOT_ID = re.compile(r"^snap-(?:[0-9a-f]{8}|[0-9a-f]{17})$")
@@ -31,6 +37,22 @@ VOLUME_ID = re.compile(r"^vol-(?:[0-9a-f]{8}|[0-9a-f]{17})$")
 INSTANCE_ID = re.compile(r"^i-(?:[0-9a-f]{8}|[0-9a-f]{17})$")
 # The snapshot a backup copy or a temporary volume was made from.
 SOURCE_SNAPSHOT_TAG = TAG_PREFIX + "source_snapshot"
+SCHEMA_TAG = TAG_PREFIX + "schema"
+SOURCE_REGION_TAG = TAG_PREFIX + "source_region"
+# When a backup copy was first seen completed (ebs_backups.py); EC2 does not record it.
+COMPLETED_TAG = TAG_PREFIX + "backup_completed_at"
+# Tags the provider writes besides the annotations; update() and copies keep them apart.
+PROVIDER_TAGS = ("Name", SOURCE_SNAPSHOT_TAG, SOURCE_REGION_TAG, COMPLETED_TAG)
+
+
+EBS_STATES: Mapping[str, State] = {
+    "pending": "pending",
+    "completed": "completed",
+    "recovering": "pending",
+    "error": "error",
+    "recoverable": "error",
+}
+
 
 # Botocore's standard mode retries these itself; if they are what finally comes back,
 # the budget is spent and the message says so.
@@ -128,3 +150,36 @@ def error(err: Exception, action: str, region: str, secret: str) -> ProviderErro
     if isinstance(err, BotoCoreError):
         return ProviderError(f"{action} failed in {region}: {_scrub(secret, str(err))}")
     return ProviderError(f"{action} failed in {region}: {_scrub(secret, str(err))}")
+
+
+def annotation_tags(tags: Mapping[str, str]) -> dict[str, str]:
+    """Our tags minus the provider's bookkeeping: what a copy or an update carries over."""
+    return {k: v for k, v in tags.items() if k.startswith(TAG_PREFIX) and k not in PROVIDER_TAGS}
+
+
+def display_name(a: Annotations) -> str:
+    """The console's Name column: enough to recognise a snapshot without opening its tags."""
+    moment = a.created_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return f"{a.deployment}/{a.instance_group}/{a.index} {a.trigger} {moment}"[:256]
+
+
+def gib(size: object) -> int | None:
+    return size * 2**30 if isinstance(size, int) else None
+
+
+def tag_filters(equals: Mapping[str, str], key: str) -> builtins.list[FilterTypeDef]:
+    """Snapshots carrying tag ``key``, with these exact tag values."""
+    filters: builtins.list[FilterTypeDef] = [{"Name": "tag-key", "Values": [key]}]
+    for name, value in equals.items():
+        filters.append({"Name": f"tag:{name}", "Values": [value]})
+    return filters
+
+
+def snapshot_record(raw: Mapping[str, Any], tags: Mapping[str, str]) -> Snapshot:
+    """An EBS snapshot as the catalog shows it (AnnotationError when its tags are not ours)."""
+    return Snapshot(
+        id=check_snapshot_id(raw.get("SnapshotId")),
+        annotations=Annotations.from_tags(tags),
+        state=EBS_STATES.get(str(raw.get("State", "")), "error"),
+        size_bytes=gib(raw.get("VolumeSize")),
+    )

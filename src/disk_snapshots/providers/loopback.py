@@ -9,12 +9,14 @@ both the log and the snapshot's metadata say so.
 Layout: ``<pool>/snapshots/<id>.img`` and ``<id>.json`` (the tags). A snapshot
 exists exactly when its JSON exists; both are written under temporary names and
 renamed, so a crash leaves no half snapshot that lists as whole.
+
+Backups (``provider.loopback.backup_store``) are full, verified copies of snapshot
+images in another directory, ideally on other storage: loopback_backups.py.
 """
 
 from __future__ import annotations
 
 import builtins
-import errno
 import json
 import logging
 import os
@@ -23,14 +25,17 @@ import secrets
 import shutil
 import subprocess
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from collections.abc import Mapping
+from contextlib import AbstractContextManager
 from contextlib import contextmanager
 from pathlib import Path
 
 from disk_snapshots.annotations import AnnotationError
 from disk_snapshots.annotations import Annotations
+from disk_snapshots.catalog import Backup
 from disk_snapshots.catalog import Query
 from disk_snapshots.catalog import Snapshot
 from disk_snapshots.catalog import select
@@ -38,11 +43,14 @@ from disk_snapshots.providers.base import Leftover
 from disk_snapshots.providers.base import NewDisk
 from disk_snapshots.providers.base import ProviderError
 from disk_snapshots.providers.base import UnknownSnapshot
+from disk_snapshots.providers.loop_images import clone
+from disk_snapshots.providers.loop_images import write_atomically
+from disk_snapshots.providers.loop_images import write_synced
+from disk_snapshots.providers.loopback_backups import LoopbackBackups
 from disk_snapshots.providers.loopback_leftovers import MATERIALIZE_PREFIX
 from disk_snapshots.providers.loopback_leftovers import OWNER
 from disk_snapshots.providers.loopback_leftovers import PoolDebris
 from disk_snapshots.providers.loopback_leftovers import run
-from disk_snapshots.vm import fsops
 from disk_snapshots.vm.instance import Disk
 from disk_snapshots.vm.processes import process_token
 
@@ -62,70 +70,28 @@ def check_id(snapshot_id: str) -> str:
     return snapshot_id
 
 
-# What FICLONE answers where the filesystem cannot clone (no reflink, another
-# filesystem): a full copy does the job there. Any other error (EPERM, ENOSPC, EIO) would
-# stop a copy just the same, so it is reported as it is.
-NO_REFLINK = (errno.EOPNOTSUPP, errno.EXDEV, errno.EINVAL, errno.ENOTTY)
-
-
-def clone(source: Path, target: Path) -> str:
-    """Copy-on-write clone when the filesystem can, else a sparse copy; says which."""
-    try:
-        fsops.reflink(source, target)
-        return "reflink"
-    except OSError as err:
-        target.unlink(missing_ok=True)
-        reason = err.strerror or str(err)
-        if err.errno not in NO_REFLINK:
-            raise ProviderError(f"cloning {source} to {target} failed: {reason}") from None
-    log.warning(
-        "%s cannot be reflinked (%s); making a full sparse copy, which takes time and space",
-        source,
-        reason,
-    )
-    full = subprocess.run(
-        ["cp", "--sparse=always", "--", str(source), str(target)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if full.returncode != 0:
-        target.unlink(missing_ok=True)
-        raise ProviderError(f"copying {source} to {target} failed: {full.stderr.strip()}")
-    return "full"
-
-
-def _write_synced(path: Path, text: str) -> None:
-    with path.open("w") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    # Marked with its writer, so a leftover of a killed writer is known (loopback_leftovers).
-    tmp = path.with_name(f".{path.name}.tmp-{process_token()}")
-    _write_synced(tmp, text)
-    tmp.replace(path)
-
-
 class LoopbackProvider:
     name = "loopback"
+    backup_property = "provider.loopback.backup_store"
 
-    def __init__(self, pool: Path, disk_cid: str = "") -> None:
+    def __init__(self, pool: Path, disk_cid: str = "", backup_store: Path | None = None) -> None:
         self.pool = pool
         self.directory = pool / "snapshots"
         # The disk this provider works for: its materialize clones are its own to release.
         self.debris = PoolDebris(self.directory, disk_cid)
+        self.backups_store = LoopbackBackups(backup_store) if backup_store else None
 
     @classmethod
-    def for_disk(cls, configured_pool: str, disk: Disk | None) -> LoopbackProvider:
+    def for_disk(
+        cls, configured_pool: str, disk: Disk | None, backup_store: str = ""
+    ) -> LoopbackProvider:
         """The pool the property names, else the directory of this instance's disk image."""
         cid = disk.cid if disk is not None else ""
+        store = Path(backup_store) if backup_store else None
         if configured_pool:
-            return cls(Path(configured_pool), cid)
+            return cls(Path(configured_pool), cid, store)
         if disk is not None and disk.image is not None:
-            return cls(disk.image.parent, cid)
+            return cls(disk.image.parent, cid, store)
         raise ProviderError(
             "provider.loopback.pool is empty and this instance has no loopback disk image "
             "to find the pool from"
@@ -162,7 +128,7 @@ class LoopbackProvider:
         pending = metadata.with_name(f".{metadata.name}.tmp-{token}")
         try:
             tags[COPY_KEY] = clone(disk.image, partial)
-            _write_synced(pending, json.dumps({"id": snapshot_id, "tags": tags}, indent=2))
+            write_synced(pending, json.dumps({"id": snapshot_id, "tags": tags}, indent=2))
             partial.replace(image)
             pending.replace(metadata)
         except BaseException:
@@ -221,7 +187,7 @@ class LoopbackProvider:
         record = json.loads(path.read_text())
         copy = record.get("tags", {}).get(COPY_KEY, "")
         record["tags"] = annotations.to_tags() | ({COPY_KEY: copy} if copy else {})
-        _write_atomically(path, json.dumps(record, indent=2))
+        write_atomically(path, json.dumps(record, indent=2))
         return self._read(path)
 
     def delete(self, snapshot_id: str) -> None:
@@ -231,13 +197,43 @@ class LoopbackProvider:
         path.unlink()
         path.with_suffix(".img").unlink(missing_ok=True)
 
+    # -- the backup tier (loopback_backups.py) --------------------------------------------
+
+    @property
+    def backup_location(self) -> str:
+        return str(self.backups_store.store) if self.backups_store else ""
+
+    def _store(self) -> LoopbackBackups:
+        if self.backups_store is None:
+            raise ProviderError(f"backups are off: {self.backup_property} is empty")
+        return self.backups_store
+
+    def backup(self, snapshot_id: str, timeout: float | None = None) -> Backup:
+        """A verified full copy of the snapshot's image in the backup store (done here,
+        so it returns completed)."""
+        store = self._store()
+        path = self._json(snapshot_id)
+        snapshot = self._read(path)
+        if snapshot.state != "completed":
+            raise ProviderError(f"snapshot {snapshot_id} has no image: nothing to back up")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        return store.backup(snapshot, path.with_suffix(".img"), deadline)
+
+    def backups(self, query: Query | None = None) -> builtins.list[Backup]:
+        return self.backups_store.list(query) if self.backups_store else []
+
+    def get_backup(self, backup_id: str) -> Backup:
+        return self._store().get(backup_id)
+
+    def delete_backup(self, backup_id: str) -> None:
+        self._store().delete(backup_id)
+
+    def materialize_backup(self, backup_id: str, az: str = "") -> AbstractContextManager[Path]:
+        return self._store().materialize(backup_id)
+
     @contextmanager
     def materialize(self, snapshot_id: str, az: str = "") -> Iterator[Path]:
-        """Mount a fresh clone of the snapshot read-only; the clone goes on exit.
-
-        The clone (not the snapshot) is attached writable so that ext4 may replay its
-        journal; the mount itself is read-only.
-        """
+        """Mount a fresh clone of the snapshot read-only; the clone goes on exit."""
         source = self._json(snapshot_id).with_suffix(".img")
         if not source.is_file():
             raise ProviderError(f"snapshot {snapshot_id} has metadata but no image ({source})")
@@ -277,7 +273,7 @@ class LoopbackProvider:
         try:
             clone(source, partial)
             size_mib = partial.stat().st_size // 2**20
-            _write_atomically(
+            write_atomically(
                 image.with_suffix(".json"),
                 json.dumps({"cid": cid, "size_mib": size_mib, "labels": dict(labels)}, indent=2),
             )
@@ -294,7 +290,15 @@ class LoopbackProvider:
 
     def cleanup_leftovers(self) -> builtins.list[Leftover]:
         self._checked_directory()
-        return self.debris.release()
+        released = self.debris.release()
+        if self.backups_store is not None:
+            # What killed backups (and restores reading one) left in the backup store.
+            store = self.backups_store.store
+            released += [
+                Leftover("backup leftover", name, f"in {store}")
+                for name in self.backups_store.cleanup_leftovers()
+            ]
+        return released
 
     def _release_leftovers(self) -> None:
         """Before making new temporary resources: what a killed run left goes first."""
