@@ -60,14 +60,16 @@ def _add_snapshots(commands: argparse._SubParsersAction[_Parser]) -> None:
     """``snapshots ACTION``: what bin/snapshots offers ``bosh ssh`` users."""
     snapshots = commands.add_parser(
         "snapshots",
-        help="list, show, take or delete snapshots (for bosh ssh users)",
+        help="list, show, take, back up or delete snapshots (for bosh ssh users)",
         description="The deployment's snapshot catalog, from this VM.",
     )
     actions = snapshots.add_subparsers(dest="action", required=True, metavar="ACTION")
-    listing = actions.add_parser("list", help="every snapshot of this deployment, newest first")
+    listing = actions.add_parser(
+        "list", help="every snapshot and backup of this deployment, newest first"
+    )
     listing.add_argument("--json", action="store_true", help="JSON instead of a table")
-    show = actions.add_parser("show", help="one snapshot's annotations")
-    show.add_argument("snapshot_id")
+    show = actions.add_parser("show", help="one snapshot's (or backup's) annotations")
+    show.add_argument("snapshot_id", metavar="ID")
     take = actions.add_parser("take", help="take an application-consistent snapshot now")
     take.add_argument(
         "--note",
@@ -86,10 +88,30 @@ def _add_snapshots(commands: argparse._SubParsersAction[_Parser]) -> None:
     cleanup = actions.add_parser(
         "cleanup",
         help="list (then, with --yes, release) what killed operations left behind",
-        description="Temporary resources a killed restore or snapshot left on this VM: "
-        "loopback clones, their loop devices and mounts, partial images; aws-ebs volumes "
-        "made to read snapshots from (tagged disk-snapshots:temporary). Those of a process "
-        "still running are never touched. Without --yes, only lists them.",
+        description="Temporary resources a killed restore, snapshot or backup left on this "
+        "VM: loopback clones, their loop devices and mounts, partial images, unfinished "
+        "backups in the backup store; aws-ebs volumes and backup copies made to read from "
+        "(tagged disk-snapshots:temporary). Those of a process still running are never "
+        "touched. Without --yes, only lists them.",
+    )
+    backup = actions.add_parser(
+        "backup",
+        help="back up a snapshot now and wait until the backup is complete",
+        description="Copy a snapshot out of its failure domain (backups: provider.loopback."
+        "backup_store or provider.aws.backup_region) and wait until the provider reports the "
+        "copy complete or backups.deadline passes; then apply backups.retention. Exits "
+        "non-zero unless the backup is complete.",
+    )
+    backup.add_argument(
+        "snapshot_id",
+        nargs="?",
+        help="the snapshot to back up (default: the one backups.source chooses: this "
+        "instance's newest app-consistent snapshot, or its member of the newest complete set)",
+    )
+    delete_backup = actions.add_parser("delete-backup", help="delete one backup")
+    delete_backup.add_argument("backup_id")
+    delete_backup.add_argument(
+        "--force", action="store_true", help="delete even the newest completed backup"
     )
     cleanup.add_argument("--yes", action="store_true", help="release what is listed")
     add_steps(actions)

@@ -31,6 +31,11 @@ RETENTION_DELETED = "disk_snapshots_retention_deleted_total"
 RESIDENT = "disk_snapshots_process_resident_memory_bytes"
 CPU = "disk_snapshots_process_cpu_seconds_total"
 DISK_FREE = "disk_snapshots_disk_free_bytes"
+BACKUP_NEWEST = "disk_snapshots_backup_newest_timestamp_seconds"
+BACKUP_DURATION = "disk_snapshots_backup_last_duration_seconds"
+BACKUPS_COMPLETED = "disk_snapshots_backups_completed_total"
+BACKUP_FAILURES = "disk_snapshots_backup_failures_total"
+BACKUP_RETENTION_DELETED = "disk_snapshots_backup_retention_deleted_total"
 
 HELP = {
     LAST_SUCCESS: ("gauge", "Unix time of the last successful snapshot, per schedule or trigger."),
@@ -46,6 +51,19 @@ HELP = {
     RESIDENT: ("gauge", "Resident memory of the snapshotter daemon."),
     CPU: ("counter", "CPU time (user and system) the snapshotter daemon used."),
     DISK_FREE: ("gauge", "Free bytes on the persistent disk (/var/vcap/store)."),
+    BACKUP_NEWEST: (
+        "gauge",
+        "Unix time of the point in time the newest completed backup of this instance holds "
+        "(its source snapshot's creation).",
+    ),
+    BACKUP_DURATION: ("gauge", "Seconds the last backup took from its start to completed."),
+    BACKUPS_COMPLETED: ("counter", "Backups the daemon saw through to completed."),
+    BACKUP_FAILURES: (
+        "counter",
+        "Backups that failed, per reason: failed (the copy or the provider failed), "
+        "deadline (not completed within backups.deadline), no-source (no snapshot to copy).",
+    ),
+    BACKUP_RETENTION_DELETED: ("counter", "Backups deleted by backups.retention."),
 }
 # Read when the metrics are rendered, not recorded: what the daemon and its disk use now.
 Gauges = Callable[[], dict[str, float]]

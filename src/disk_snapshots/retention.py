@@ -8,6 +8,9 @@ newest snapshot taken as leader, every member of the newest complete set, the ne
 pre-restore safety snapshot of every instance (the way back from the last restore),
 anything a restore in progress names, and anything a restore's plan holds (the hold
 is an annotation on the snapshot, so every instance's retention sees it).
+
+Backups (plan_backup_retention) follow the same rules, per instance, with their own
+guard: never the newest completed backup of an instance, never one still being copied.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from dataclasses import dataclass
 from datetime import UTC
 from datetime import datetime
 
+from disk_snapshots.catalog import Backup
 from disk_snapshots.catalog import Snapshot
 from disk_snapshots.config import Retention
 from disk_snapshots.triggers import MANUAL
@@ -56,8 +60,10 @@ def is_empty(policy: Retention) -> bool:
 _RULES = ("keep_last", "keep_hourly", "keep_daily", "keep_weekly", "keep_monthly", "max_age")
 
 
-def rule_keeps(group: Sequence[Snapshot], policy: Retention, now: datetime) -> dict[str, str]:
-    """Snapshot id -> the rule that keeps it, for one group sorted newest first."""
+def rule_keeps(
+    group: Sequence[Snapshot | Backup], policy: Retention, now: datetime
+) -> dict[str, str]:
+    """Snapshot (or backup) id -> the rule that keeps it, for one group sorted newest first."""
     kept: dict[str, str] = {}
     if policy.keep_last is not None:
         for snapshot in group[: policy.keep_last]:
@@ -193,3 +199,45 @@ def policies_for(
     if MANUAL in per_trigger:
         table.setdefault(set_trigger(MANUAL), per_trigger[MANUAL])
     return table
+
+
+@dataclass(frozen=True)
+class BackupRetentionPlan:
+    keep: Mapping[str, tuple[str, ...]]  # backup id -> why it stays
+    delete: tuple[Backup, ...]  # oldest first
+
+
+def plan_backup_retention(
+    backups: Iterable[Backup], policy: Retention, now: datetime, *, instance_id: str
+) -> BackupRetentionPlan:
+    """Decide which of one instance's backups to delete.
+
+    The rules see the completed backups, newest point in time first (a backup's time is
+    its source snapshot's). Never deleted: the newest completed backup of the instance,
+    a backup still being copied, another instance's. A failed backup holds nothing and
+    is always deleted. An empty policy keeps every completed backup.
+    """
+    keep: dict[str, list[str]] = defaultdict(list)
+    delete: list[Backup] = []
+    mine: list[Backup] = []
+    for b in backups:
+        if b.annotations.instance_id != instance_id:
+            keep[b.id].append("another instance's backup")
+        elif b.state == "pending":
+            keep[b.id].append("still being copied")
+        elif b.state == "error":
+            delete.append(b)
+        else:
+            mine.append(b)
+    mine.sort(key=lambda b: (b.created_at, b.id), reverse=True)
+    if mine:
+        keep[mine[0].id].append(f"newest completed backup of {mine[0].annotations.instance}")
+    kept = {b.id: "no backups.retention rule" for b in mine} if is_empty(policy) else {}
+    kept |= rule_keeps(mine, policy, now)
+    for b in mine:
+        if b.id in kept:
+            keep[b.id].append(kept[b.id])
+        elif b.id not in keep:
+            delete.append(b)
+    delete.sort(key=lambda b: (b.created_at, b.id))
+    return BackupRetentionPlan({k: tuple(v) for k, v in keep.items()}, tuple(delete))

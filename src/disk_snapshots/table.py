@@ -119,10 +119,15 @@ def render_table(snapshots: Sequence[Snapshot], backups: Sequence[Backup] | None
     lines = _grid(COLUMNS, [row(s, of.get(s.id)) for s in snapshots])
     lines += ["", _count(len(snapshots), "snapshot")]
     if backups is not None:
-        ids = {s.id for s in snapshots}
-        lines += ["", *_grid(BACKUP_COLUMNS, [backup_row(b, ids) for b in backups])]
-        lines += ["", _count(len(backups), "backup")]
+        lines += ["", render_backups(backups, {s.id for s in snapshots})]
     return "\n".join(lines)
+
+
+def render_backups(backups: Sequence[Backup], snapshot_ids: set[str] | None = None) -> str:
+    """The backups; a source snapshot not in ``snapshot_ids`` (when given) is marked gone."""
+    ids = snapshot_ids if snapshot_ids is not None else {b.source_snapshot for b in backups}
+    lines = _grid(BACKUP_COLUMNS, [backup_row(b, ids) for b in backups])
+    return "\n".join([*lines, "", _count(len(backups), "backup")])
 
 
 def _annotations(record: Snapshot | Backup) -> dict[str, str]:

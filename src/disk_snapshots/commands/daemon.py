@@ -22,9 +22,11 @@ from types import FrameType
 from disk_snapshots.api.server import RunningApi
 from disk_snapshots.api.server import serve
 from disk_snapshots.api.tls import TlsSetupError
+from disk_snapshots.backups.runner import BackupRunner
 from disk_snapshots.config import EXIT_INVALID_CONFIG
 from disk_snapshots.config import ConfigError
 from disk_snapshots.daemon.agent import Agent
+from disk_snapshots.daemon.backups import BackupScheduler
 from disk_snapshots.daemon.scheduler import MAX_SLEEP
 from disk_snapshots.daemon.scheduler import Scheduler
 from disk_snapshots.errors import code_of
@@ -85,6 +87,9 @@ def run(paths: Paths = VM_PATHS) -> int:
             "snapshot %s: its set was in flight when the daemon stopped; incomplete", snapshot_id
         )
     api = _start_api(agent)
+    backups = BackupScheduler(BackupRunner(snapshotter, metrics), paths.data / "backups.json")
+    backup_thread = threading.Thread(target=backups.run, args=(stop,), name="backups")
+    backup_thread.start()
     try:
         Scheduler(snapshotter, metrics, paths.data / "schedules.json").run(stop)
         if not snapshotter.config.schedules:
@@ -93,6 +98,8 @@ def run(paths: Paths = VM_PATHS) -> int:
             while not stop.wait(MAX_SLEEP):
                 metrics.refresh()
     finally:
+        stop.set()
+        backup_thread.join()
         if api is not None:
             api.stop()
         else:

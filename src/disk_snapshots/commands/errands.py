@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import TypeVar
 
+from disk_snapshots.backups.runner import BackupRunner
+from disk_snapshots.commands.snapshots import listing
 from disk_snapshots.config import EXIT_INVALID_CONFIG
 from disk_snapshots.config import ConfigError
 from disk_snapshots.config import ListSnapshotsConfig
@@ -24,7 +26,6 @@ from disk_snapshots.snapshot.snapshotter import VM_PATHS
 from disk_snapshots.snapshot.snapshotter import Paths
 from disk_snapshots.snapshot.snapshotter import Snapshotter
 from disk_snapshots.table import render_table
-from disk_snapshots.table import to_json
 from disk_snapshots.triggers import MANUAL
 
 T = TypeVar("T")
@@ -53,13 +54,21 @@ def take_snapshot(paths: Paths = VM_PATHS) -> int:
         return loaded
     config, snapshotter = loaded
     if config.scope == "set":
-        return _take_set(snapshotter, config.note)
+        code, taken_ids = _take_set(snapshotter, config.note)
+    else:
+        code, taken_ids = _take_instance(snapshotter, config.note)
+    if code == 0 and config.backup:
+        return _back_up(snapshotter, taken_ids)
+    return code
+
+
+def _take_instance(snapshotter: Snapshotter, note: str) -> tuple[int, list[str]]:
     spec = snapshotter.config.spec
     try:
-        taken = snapshotter.take(MANUAL, note=config.note)
+        taken = snapshotter.take(MANUAL, note=note)
     except SNAPSHOT_ERRORS as err:
         print(f"take-snapshot: {spec.name}/{spec.index}: FAILED, no snapshot taken: {err}")
-        return code_of(err)
+        return code_of(err), []
     for warning in taken.warnings:
         print(f"take-snapshot: warning: {warning}")
     print(render_table([taken.snapshot]))
@@ -68,21 +77,31 @@ def take_snapshot(paths: Paths = VM_PATHS) -> int:
         snapshotter.prune()
     except SNAPSHOT_ERRORS as err:
         print(f"take-snapshot: snapshot {taken.snapshot.id} taken, but retention failed: {err}")
-        return EXIT_PARTIAL
-    return 0
+        return EXIT_PARTIAL, [taken.snapshot.id]
+    return 0, [taken.snapshot.id]
 
 
-def _take_set(snapshotter: Snapshotter, note: str) -> int:
+def _back_up(snapshotter: Snapshotter, snapshot_ids: list[str]) -> int:
+    """take_snapshot.backup: each snapshot just taken, backed up until complete."""
+    failed = 0
+    for snapshot_id in snapshot_ids:
+        outcome = BackupRunner(snapshotter).run(snapshot_id)
+        print(f"take-snapshot: {'' if outcome.ok else 'backup FAILED: '}{outcome.message}")
+        failed += not outcome.ok
+    return 1 if failed else 0
+
+
+def _take_set(snapshotter: Snapshotter, note: str) -> tuple[int, list[str]]:
     """One consistent set across every instance, run by the coordinator only."""
     leads, who = coordinator(snapshotter.config)
     if not leads:
         print(f"take-snapshot: the set is coordinated by {who}; nothing to do on this instance")
-        return 0
+        return 0, []
     try:
         outcome = run_set(snapshotter, MANUAL, note=note)
     except SetError as err:
         print(f"take-snapshot: FAILED, no set taken: {err}")
-        return code_of(err)
+        return code_of(err), []
     taken = [r.snapshot_id for r in outcome.results if r.snapshot_id]
     try:
         catalog = [s for s in snapshotter.catalog() if s.id in taken]
@@ -100,12 +119,12 @@ def _take_set(snapshotter: Snapshotter, note: str) -> int:
         print(f"take-snapshot: warning: {warning}")
     if outcome.state != "complete":
         print(f"take-snapshot: set {outcome.set_id} is INCOMPLETE: {outcome.reason}")
-        return EXIT_PARTIAL
+        return EXIT_PARTIAL, taken
     print(
         f"take-snapshot: set {outcome.set_id} complete: {len(taken)} snapshots "
         f"({outcome.cut}), longest freeze {outcome.longest_freeze * 1000:.0f} ms"
     )
-    return 0
+    return 0, taken
 
 
 def list_snapshots(paths: Paths = VM_PATHS) -> int:
@@ -118,9 +137,8 @@ def list_snapshots(paths: Paths = VM_PATHS) -> int:
         print(f"list-snapshots: the catalog is printed by {who}; nothing to do on this instance")
         return 0
     try:
-        catalog = snapshotter.catalog()
+        print(listing(snapshotter, as_json=config.format == "json"))
     except SNAPSHOT_ERRORS as err:
         print(f"list-snapshots: FAILED, the catalog cannot be read: {err}")
         return code_of(err)
-    print(to_json(catalog) if config.format == "json" else render_table(catalog))
     return 0

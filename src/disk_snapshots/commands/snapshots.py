@@ -1,4 +1,5 @@
-"""``bin/snapshots list|show|take|delete|cleanup``: the catalog for ``bosh ssh`` users.
+"""``bin/snapshots list|show|take|delete|backup|delete-backup|cleanup``: the catalog, both
+tiers, for ``bosh ssh`` users.
 
 Errors reach cli.main's guard (errors.guarded): one line, the documented exit code.
 """
@@ -10,16 +11,24 @@ import sys
 from datetime import UTC
 from datetime import datetime
 
+from disk_snapshots.backups.decisions import newest_completed
+from disk_snapshots.backups.runner import BackupRunner
+from disk_snapshots.errors import EXIT_FAILED
 from disk_snapshots.errors import EXIT_PARTIAL
 from disk_snapshots.errors import PartialFailure
 from disk_snapshots.errors import UsageError
 from disk_snapshots.providers.base import LeavesDebris
+from disk_snapshots.providers.base import UnknownBackup
+from disk_snapshots.providers.base import UnknownSnapshot
+from disk_snapshots.providers.base import backup_tier
+from disk_snapshots.providers.base import require_backup_tier
 from disk_snapshots.retention import guard_keeps
 from disk_snapshots.retention import holds
 from disk_snapshots.snapshot.snapshotter import SNAPSHOT_ERRORS
 from disk_snapshots.snapshot.snapshotter import VM_PATHS
 from disk_snapshots.snapshot.snapshotter import Paths
 from disk_snapshots.snapshot.snapshotter import Snapshotter
+from disk_snapshots.table import render_backups
 from disk_snapshots.table import render_table
 from disk_snapshots.table import to_json
 from disk_snapshots.triggers import MANUAL
@@ -28,16 +37,19 @@ from disk_snapshots.triggers import MANUAL
 def run_snapshots(args: argparse.Namespace, paths: Paths = VM_PATHS) -> int:
     snapshotter = Snapshotter.load(paths)
     if args.action == "list":
-        catalog = snapshotter.catalog()
-        print(to_json(catalog) if args.json else render_table(catalog))
+        print(listing(snapshotter, as_json=args.json))
     elif args.action == "show":
-        print(to_json([snapshotter.provider.get(args.snapshot_id)]))
+        print(_show(snapshotter, args.snapshot_id))
     elif args.action == "take":
         return _take(snapshotter, args.note, as_json=args.json)
     elif args.action == "delete":
         return _delete(snapshotter, args.snapshot_id, force=args.force)
     elif args.action == "cleanup":
         return _cleanup(snapshotter, yes=args.yes)
+    elif args.action == "backup":
+        return _backup(snapshotter, args.snapshot_id)
+    elif args.action == "delete-backup":
+        return _delete_backup(snapshotter, args.backup_id, force=args.force)
     return 0
 
 
@@ -90,3 +102,48 @@ def _cleanup(snapshotter: Snapshotter, *, yes: bool) -> int:
     released = provider.cleanup_leftovers()
     print(f"released {len(released)} of {len(found)}")
     return 0 if len(released) >= len(found) else EXIT_PARTIAL
+
+
+def listing(snapshotter: Snapshotter, *, as_json: bool) -> str:
+    """Both tiers of this deployment's catalog; the backups only when the tier is on."""
+    catalog = snapshotter.catalog()
+    tier = backup_tier(snapshotter.provider)
+    backups = snapshotter.backups() if tier else None
+    return to_json(catalog, backups or ()) if as_json else render_table(catalog, backups)
+
+
+def _show(snapshotter: Snapshotter, record_id: str) -> str:
+    try:
+        return to_json([snapshotter.provider.get(record_id)])
+    except UnknownSnapshot:
+        tier = backup_tier(snapshotter.provider)
+        if tier is None:
+            raise
+    try:
+        return to_json([], [tier.get_backup(record_id)])
+    except UnknownBackup:
+        raise UnknownSnapshot(f"{record_id} is neither a snapshot nor a backup") from None
+
+
+def _backup(snapshotter: Snapshotter, snapshot_id: str | None) -> int:
+    outcome = BackupRunner(snapshotter).run(snapshot_id)
+    if outcome.backup is not None:
+        print(render_backups([outcome.backup]))
+    print(("" if outcome.ok else "FAILED: ") + outcome.message)
+    for deleted in outcome.deleted:
+        print(f"retention deleted backup {deleted}")
+    return 0 if outcome.ok else EXIT_FAILED
+
+
+def _delete_backup(snapshotter: Snapshotter, backup_id: str, *, force: bool) -> int:
+    tier = require_backup_tier(snapshotter.provider)
+    backup = tier.get_backup(backup_id)
+    newest = newest_completed(tier.backups(), backup.annotations.instance_id)
+    if newest is not None and newest.id == backup.id and not force:
+        raise UsageError(
+            f"{backup_id} is the newest completed backup of {backup.annotations.instance}; "
+            "retention keeps it on purpose. Pass --force to delete it anyway."
+        )
+    tier.delete_backup(backup_id)
+    print(f"deleted backup {backup_id}")
+    return 0

@@ -32,7 +32,9 @@ class UnknownSnapshot(ProviderError):
 
 
 class UnknownBackup(ProviderError):
-    """No backup with that id exists (or it is not one of ours)."""
+    """No backup with that id exists (or it is not one of ours): a bad argument."""
+
+    exit_code = EXIT_USAGE
 
 
 class Provider(Protocol):

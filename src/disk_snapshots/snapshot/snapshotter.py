@@ -15,6 +15,8 @@ from disk_snapshots.annotations import Annotations
 from disk_snapshots.annotations import Consistency
 from disk_snapshots.annotations import Role
 from disk_snapshots.annotations import text_problem
+from disk_snapshots.backups.decisions import in_progress_sources
+from disk_snapshots.catalog import Backup
 from disk_snapshots.catalog import Query
 from disk_snapshots.catalog import Snapshot
 from disk_snapshots.config import SnapshotterConfig
@@ -23,6 +25,7 @@ from disk_snapshots.errors import UsageError
 from disk_snapshots.providers import make_provider
 from disk_snapshots.providers.base import Provider
 from disk_snapshots.providers.base import ProviderError
+from disk_snapshots.providers.base import backup_tier
 from disk_snapshots.retention import RetentionPlan
 from disk_snapshots.retention import plan_retention
 from disk_snapshots.retention import policies_for
@@ -195,10 +198,16 @@ class Snapshotter:
         """Every snapshot of this deployment, newest first."""
         return self.provider.list(Query(deployment=self.config.spec.deployment))
 
+    def backups(self) -> list[Backup]:
+        """Every backup of this deployment, newest first; none when the tier is off."""
+        tier = backup_tier(self.provider)
+        return tier.backups(Query(deployment=self.config.spec.deployment)) if tier else []
+
     def prune(
         self, now: datetime | None = None, protected: frozenset[str] = frozenset()
     ) -> RetentionPlan:
-        """Apply retention to this instance's own snapshots; the guards see the whole catalog."""
+        """Apply retention to this instance's own snapshots; the guards see the whole catalog,
+        and a snapshot a backup is being copied from is kept until the copy is done."""
         policies = policies_for(
             ((s.name, s.retention) for s in self.config.schedules), self.config.retention
         )
@@ -207,7 +216,7 @@ class Snapshotter:
             policies,
             now or datetime.now(UTC),
             instance_id=self.config.spec.id,
-            protected=protected,
+            protected=protected | in_progress_sources(self.backups()),
         )
         for snapshot in plan.delete:
             log.info("retention deletes %s (%s)", snapshot.id, snapshot.annotations.trigger)

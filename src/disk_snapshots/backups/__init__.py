@@ -1,0 +1,1 @@
+"""Backups of snapshots: which one to copy, running a copy to completion, retention."""
