@@ -190,6 +190,7 @@ class AgentClient:
         plan: Sequence[PlanEntry],
         replaces: str = "",
         timeout: float = 600.0,
+        backup_id: str = "",
     ) -> dict[str, object]:
         """A clean pre-restore snapshot and the journal (planned); idempotent per restore."""
         body: dict[str, object] = {
@@ -202,6 +203,8 @@ class AgentClient:
         }
         if replaces:
             body["replaces"] = replaces
+        if backup_id:
+            body["backup_id"] = backup_id
         return self.call("POST", "/restore/safety", body, timeout=timeout)
 
     def restore_copy(self, restore_id: str, snapshot_id: str, safety_snapshot_id: str) -> str:

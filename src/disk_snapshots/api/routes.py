@@ -23,13 +23,14 @@ Restore (the errand's coordinator drives these on every member, restore/coordina
 
     GET  /restore/journal         this disk's restore journal, the last finished one, and
                                   whether an import is pending
-    POST /restore/safety          {restore_id, snapshot_id, action, role, instance, plan,
-                                  replaces?} → a clean pre-restore snapshot (the service must
+    POST /restore/safety          {restore_id, snapshot_id, backup_id?, action, role, instance,
+                                  plan, replaces?} → a clean pre-restore snapshot (the service must
                                   be stopped) and the journal, phase planned; the same again is
                                   a no-op; an unfinished journal of another restore is only
                                   replaced when named in ``replaces``
     POST /restore/copy            {restore_id, snapshot_id, safety_snapshot_id} → 202 {id} of an
-                                  operation: materialize the snapshot, copy it onto this disk
+                                  operation: materialize the snapshot (or the backup of it the
+                                  journal names), copy it onto this disk
     POST /restore/imports         {phase: pre_start|post_start} → service.import commands run
     POST /restore/verify          {} → the colocated restore job's restore.verify argv, run here
     POST /restore/finish          {restore_id} → the journal closed (kept as restore-last.json)
@@ -62,7 +63,7 @@ from disk_snapshots.validate import Reader
 
 _OPERATION_ID = r"op-[0-9a-f]{16}"
 _SNAPSHOT_ID = r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,255}"
-_PLAN_KEYS = ("instance", "id", "role", "action", "snapshot_id")
+_PLAN_KEYS = ("instance", "id", "role", "action", "snapshot_id", "backup_id")
 
 
 class ApiError(Exception):
@@ -216,7 +217,7 @@ def _plan_entry(item: Reader) -> PlanEntry | None:
     entry = item.mapping(allowed=_PLAN_KEYS)
     role = item.get("role").string(choices=PLAN_ROLES)
     action = item.get("action").string(choices=ACTIONS)
-    texts = {key: _text(entry, key) for key in ("instance", "id", "snapshot_id")}
+    texts = {key: _text(entry, key) for key in ("instance", "id", "snapshot_id", "backup_id")}
     if not role or not action:
         return None
     return PlanEntry(
@@ -225,12 +226,23 @@ def _plan_entry(item: Reader) -> PlanEntry | None:
         cast(PlanRole, role),
         cast(Action, action),
         texts["snapshot_id"],
+        texts["backup_id"],
     )
 
 
 def _restore_safety(agent: Agent, match: re.Match[str], body: object) -> tuple[HTTPStatus, object]:
     reader, entries = _body_reader(
-        body, ("restore_id", "snapshot_id", "action", "role", "instance", "plan", "replaces")
+        body,
+        (
+            "restore_id",
+            "snapshot_id",
+            "backup_id",
+            "action",
+            "role",
+            "instance",
+            "plan",
+            "replaces",
+        ),
     )
     restore_id = reader.get("restore_id").string(pattern=RESTORE_ID, allow_empty=False)
     replaces = ""
@@ -242,12 +254,17 @@ def _restore_safety(agent: Agent, match: re.Match[str], body: object) -> tuple[H
         entries["snapshot_id"].fail(f"{snapshot_id!r} is not a snapshot id")
     if action == "copy" and not snapshot_id:
         reader.get("snapshot_id").fail("required when action is copy")
+    backup_id = _text(entries, "backup_id")
+    if backup_id and not re.fullmatch(_SNAPSHOT_ID, backup_id):
+        entries["backup_id"].fail(f"{backup_id!r} is not a backup id")
     role = reader.get("role").string(choices=PLAN_ROLES)
     instance = _text(entries, "instance", 128)
     plan = [_plan_entry(item) for item in reader.get("plan").items()]
     _fail_if(reader)
     me = agent.snapshotter.config.spec.id
-    mine = PlanEntry(instance, me, cast(PlanRole, role), cast(Action, action), snapshot_id)
+    mine = PlanEntry(
+        instance, me, cast(PlanRole, role), cast(Action, action), snapshot_id, backup_id
+    )
     valid = [e for e in plan if e is not None]  # all of them: _fail_if passed
     return HTTPStatus.OK, agent.restore.safety(restore_id, mine, valid, replaces)
 

@@ -24,6 +24,7 @@ from typing import TextIO
 
 from disk_snapshots.api.client import AgentClient
 from disk_snapshots.api.tls import TlsSetupError
+from disk_snapshots.catalog import Backup
 from disk_snapshots.catalog import Snapshot
 from disk_snapshots.config import EXIT_INVALID_CONFIG
 from disk_snapshots.config import ConfigError
@@ -78,6 +79,7 @@ def _plan(
     config: SnapshotterConfig,
     statuses: Mapping[str, Mapping[str, object]],
     catalog: Sequence[Snapshot],
+    backups: Sequence[Backup] = (),
 ) -> tuple[PlanEntry, ...]:
     group = link_members(config, "snapshotter") or (myself(config),)
     peers = link_members(config, "peers")
@@ -92,6 +94,8 @@ def _plan(
         restore.target,
         Policy(followers=restore.followers),
         explicit=restore.snapshots,
+        backups=backups,
+        source=restore.source,
     )
     runner.say(plan.describe())
     runner.say(f"Leader: {why}.")
@@ -108,7 +112,8 @@ def _resume(runner: Runner, resume: Resume) -> Sequence[PlanEntry]:
     for e in resume.plan:
         j = resume.journals.get(e.id)
         phase = j.phase if j else ("done" if e.id in resume.finished else "none")
-        runner.say(f"  {e.instance} ({e.role}): {e.action} {e.snapshot_id or '-'} [{phase}]")
+        via = f" from backup {e.backup_id}" if e.backup_id else ""
+        runner.say(f"  {e.instance} ({e.role}): {e.action} {e.snapshot_id or '-'}{via} [{phase}]")
     return resume.plan
 
 
@@ -120,11 +125,13 @@ def _plan_anew(
 ) -> Sequence[PlanEntry]:
     runner.step = "planning"
     try:
-        catalog = Snapshotter.load(paths).catalog()
+        snapshotter = Snapshotter.load(paths)
+        catalog = snapshotter.catalog()
+        backups = snapshotter.backups() if runner.restore.source != "snapshot" else []
     except SNAPSHOT_ERRORS as err:
         raise RestoreFailed(f"the catalog cannot be read: {err}") from None
     try:
-        plan = _plan(runner, config, statuses, catalog)
+        plan = _plan(runner, config, statuses, catalog, backups)
     except PlanError as err:
         raise RestoreFailed(f"no restore plan: {err}; nothing was stopped") from None
     runner.restore_id = new_restore_id()

@@ -154,6 +154,7 @@ class Runner:
                 plan,
                 replaces=self.replaces,
                 timeout=min(600.0, self.left()),
+                backup_id=e.backup_id,
             )
             self.safety[m.id] = str(answer["safety_snapshot_id"])
             self.journaled.add(m.id)
@@ -182,7 +183,8 @@ class Runner:
             e = next(x for x in todo if x.id == m.id)
             client = self.clients[m.id]
             operation = client.restore_copy(self.restore_id, e.snapshot_id, self.safety[m.id])
-            self.say(f"  copying {e.snapshot_id} onto {m.label} (operation {operation})")
+            what = f"{e.snapshot_id} from backup {e.backup_id}" if e.backup_id else e.snapshot_id
+            self.say(f"  copying {what} onto {m.label} (operation {operation})")
             result = client.wait_operation(operation, timeout=self.left(), poll=POLL_SECONDS)
             if result.get("state") != "succeeded":
                 raise RestoreFailed(str(result.get("error") or "the copy failed"))

@@ -48,6 +48,8 @@ class Journal:
     role: str = ""
     instance: str = ""
     plan: list[PlanEntry] = field(default_factory=list)
+    # The data of snapshot_id comes from this backup of it (restore.source backup/auto).
+    backup_id: str = ""
 
     @staticmethod
     def path(store: Path) -> Path:

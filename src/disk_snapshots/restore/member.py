@@ -25,7 +25,9 @@ from disk_snapshots.member_errors import Invalid
 from disk_snapshots.member_errors import NotFound
 from disk_snapshots.operations import Operations
 from disk_snapshots.providers.base import ProviderError
+from disk_snapshots.providers.base import UnknownBackup
 from disk_snapshots.providers.base import UnknownSnapshot
+from disk_snapshots.providers.base import require_backup_tier
 from disk_snapshots.restore.copy import RestoreCopyError
 from disk_snapshots.restore.copy import copy_tree
 from disk_snapshots.restore.journal import Journal
@@ -103,6 +105,7 @@ class RestoreMember:
                 role=mine.role,
                 instance=mine.instance,
                 plan=plan,
+                backup_id=mine.backup_id,
             )
             if mine.action == "resync":
                 # Nothing is copied onto this disk: it may start, and replicates once it does.
@@ -128,7 +131,7 @@ class RestoreMember:
             running = self.operations.get(self._copies.get(restore_id, ""))
             if running is not None and running.state == "running":
                 return running.to_json()
-            self._check_snapshot(snapshot_id)
+            self._check_source(journal)
             self.jobs.require_stopped()
             operation = self.operations.start(
                 "restore-copy",
@@ -149,7 +152,7 @@ class RestoreMember:
             running = self.operations.get(self._copies.get(restore_id, ""))
             if running is not None and running.state == "running":
                 raise Conflict(f"operation {running.id} is copying {restore_id} already")
-            self._check_snapshot(journal.snapshot_id)
+            self._check_source(journal)
             self.jobs.require_stopped()
             try:
                 return self._copy(journal, restore_id, journal.safety_snapshot_id)
@@ -216,18 +219,26 @@ class RestoreMember:
             )
         return journal
 
-    def _check_snapshot(self, snapshot_id: str) -> None:
+    def _check_source(self, journal: Journal) -> None:
+        """The snapshot (or the backup of it) the journal names exists and is ours."""
         s = self.snapshotter
+        snapshot_id, backup_id = journal.snapshot_id, journal.backup_id
         try:
-            snapshot = s.provider.get(snapshot_id)
-        except UnknownSnapshot as err:
+            if backup_id:
+                backup = require_backup_tier(s.provider).get_backup(backup_id)
+                if backup.source_snapshot != snapshot_id:
+                    raise Invalid(f"backup {backup_id} is not a backup of {snapshot_id}")
+                deployment = backup.annotations.deployment
+            else:
+                deployment = s.provider.get(snapshot_id).annotations.deployment
+        except (UnknownSnapshot, UnknownBackup) as err:
             raise NotFound(str(err)) from None
         except ProviderError as err:
             raise Failed(str(err)) from None
-        if snapshot.annotations.deployment != s.config.spec.deployment:
+        if deployment != s.config.spec.deployment:
             raise Invalid(
-                f"snapshot {snapshot_id} belongs to deployment "
-                f"{snapshot.annotations.deployment}, not {s.config.spec.deployment}"
+                f"{backup_id or snapshot_id} belongs to deployment {deployment}, "
+                f"not {s.config.spec.deployment}"
             )
 
     def _copy(
@@ -239,13 +250,19 @@ class RestoreMember:
             return {"snapshot_id": snapshot_id, "copied": False, "phase": journal.phase}
         s = self.snapshotter
         started = time.monotonic()
+        what = f"backup {journal.backup_id} of {snapshot_id}" if journal.backup_id else snapshot_id
+        az = s.config.spec.az
         try:
-            with s.provider.materialize(snapshot_id, s.config.spec.az) as source:
+            if journal.backup_id:
+                tree = require_backup_tier(s.provider).materialize_backup(journal.backup_id, az)
+            else:
+                tree = s.provider.materialize(snapshot_id, az)
+            with tree as source:
                 copy_tree(source, self.store, journal)
         except ProviderError as err:
-            journal.write(self.store, "failed", f"materializing {snapshot_id}: {err}")
+            journal.write(self.store, "failed", f"materializing {what}: {err}")
             raise RestoreCopyError(
-                f"materializing snapshot {snapshot_id} failed: {err}. The service "
+                f"materializing {what} failed: {err}. The service "
                 f"stays stopped; the safety snapshot {safety_snapshot_id} holds the "
                 "data from before the restore."
             ) from None
@@ -253,6 +270,7 @@ class RestoreMember:
         marker.write_text(json.dumps({"reason": f"{restore_id} restored {snapshot_id}"}) + "\n")
         return {
             "snapshot_id": snapshot_id,
+            "backup_id": journal.backup_id,
             "copied": True,
             "seconds": round(time.monotonic() - started, 3),
             "phase": "copied",

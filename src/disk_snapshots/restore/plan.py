@@ -7,6 +7,10 @@ from the newest eligible snapshot taken with role leader (or standalone) at or b
 the target, whichever instance took it, and is copied onto the disk of the instance
 that will lead once the service starts. Followers either resync from it or get their
 own snapshot from the same time. Every choice is explained in words.
+
+The data comes from one of two tiers (``restore.source``): the snapshots, the backups,
+or ``auto``: each point in time from its snapshot when that still exists, else from
+its backup (tiers.py). Which points exist does not change how one is chosen.
 """
 
 from __future__ import annotations
@@ -16,11 +20,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from disk_snapshots.catalog import Backup
 from disk_snapshots.catalog import Snapshot
 from disk_snapshots.errors import ReleaseError
 from disk_snapshots.members import Member
 from disk_snapshots.members import bootstrap_of
 from disk_snapshots.restore.target import Target
+from disk_snapshots.restore.tiers import SOURCES
+from disk_snapshots.restore.tiers import Points
+from disk_snapshots.restore.tiers import Source
+from disk_snapshots.restore.tiers import points
 from disk_snapshots.triggers import PRE_RESTORE
 
 LEADER_ROLES = ("leader", "standalone")
@@ -52,6 +61,8 @@ class PlanEntry:
     role: PlanRole
     action: Action
     snapshot_id: str = ""  # empty for resync
+    # When the data comes from the backup tier: the backup of snapshot_id to read.
+    backup_id: str = ""
 
     def to_json(self) -> dict[str, str]:
         return {
@@ -60,6 +71,7 @@ class PlanEntry:
             "role": self.role,
             "action": self.action,
             "snapshot_id": self.snapshot_id,
+            "backup_id": self.backup_id,
         }
 
     @classmethod
@@ -76,6 +88,7 @@ class PlanEntry:
             role=role,
             action=action,
             snapshot_id=str(data.get("snapshot_id", "")),
+            backup_id=str(data.get("backup_id", "")),
         )
 
 
@@ -86,10 +99,17 @@ class Step:
     action: Action
     source: Snapshot | None
     reason: str
+    backup: Backup | None = None  # the data comes from this backup of ``source``
+    tier: str = ""  # why that tier, in words
 
     def entry(self) -> PlanEntry:
         source = self.source.id if self.source else ""
-        return PlanEntry(self.member.label, self.member.id, self.role, self.action, source)
+        backup = self.backup.id if self.backup else ""
+        return PlanEntry(self.member.label, self.member.id, self.role, self.action, source, backup)
+
+    def what(self) -> str:
+        source = self.source.id if self.source else "-"
+        return f"{source} from backup {self.backup.id}" if self.backup else source
 
 
 @dataclass(frozen=True)
@@ -98,6 +118,7 @@ class Plan:
     target: Target
     leader: Step
     followers: tuple[Step, ...]
+    source: Source = "snapshot"
 
     @property
     def steps(self) -> tuple[Step, ...]:
@@ -108,11 +129,15 @@ class Plan:
 
     def choices(self) -> list[str]:
         """The plan without its order: the title, then each instance's choice and why."""
-        lines = [f"Restore plan for deployment {self.deployment}: {self.target.describe()}"]
+        lines = [
+            f"Restore plan for deployment {self.deployment}: {self.target.describe()} "
+            f"(restore.source: {self.source})"
+        ]
         for n, step in enumerate(self.steps, 1):
-            source = step.source.id if step.source else "-"
-            lines.append(f"  {n}. {step.member.label} ({step.role}): {step.action} {source}")
+            lines.append(f"  {n}. {step.member.label} ({step.role}): {step.action} {step.what()}")
             lines.append(f"     {step.reason}")
+            if step.tier:
+                lines.append(f"     {step.tier}")
         return lines
 
     def describe(self) -> str:
@@ -189,6 +214,7 @@ class _Choices:
     newest_first: tuple[Snapshot, ...]
     by_id: Mapping[str, Snapshot]
     explicit: Mapping[str, str]
+    tiers: Points
     option: str = "restore.snapshots"
 
     def named(self, member: Member) -> Snapshot | None:
@@ -196,7 +222,7 @@ class _Choices:
         key = next((k for k in self.explicit if member.matches(k)), None)
         if key is None:
             return None
-        snapshot = self.by_id.get(self.explicit[key])
+        snapshot = self.by_id.get(self.tiers.snapshot_of(self.explicit[key]))
         if snapshot is None:
             raise PlanError(f"{self.option} {key}: snapshot {self.explicit[key]} does not exist")
         if snapshot.annotations.deployment != self.deployment:
@@ -206,14 +232,20 @@ class _Choices:
             )
         return snapshot
 
+    def step(self, member: Member, role: PlanRole, chosen: Snapshot, reason: str) -> Step:
+        """A copy of ``chosen``, from whichever tier holds it."""
+        backup, why = self.tiers.via(chosen.id)
+        return Step(member, role, "copy", chosen, reason, backup, why)
+
 
 def _choices(
-    catalog: Sequence[Snapshot],
+    tiers: Points,
     deployment: str,
     target: Target,
     explicit: Mapping[str, str],
     option: str,
 ) -> _Choices:
+    catalog = tiers.catalog
     eligible = [s for s in catalog if _ineligible(s, deployment) is None]
     if target.kind == "set":
         members_of_set = [s for s in catalog if s.annotations.set_id == target.set_id]
@@ -228,7 +260,7 @@ def _choices(
         eligible = [s for s in eligible if s.created_at <= moment]
     newest_first = sorted(eligible, key=lambda s: (s.created_at, s.id), reverse=True)
     by_id = {s.id: s for s in catalog}
-    return _Choices(deployment, target, tuple(newest_first), by_id, explicit, option)
+    return _Choices(deployment, target, tuple(newest_first), by_id, explicit, tiers, option)
 
 
 def _leader_step(leader: Member, choices: _Choices) -> Step:
@@ -237,7 +269,7 @@ def _leader_step(leader: Member, choices: _Choices) -> Step:
         reason = f"named in {choices.option}: {_label(chosen)}"
         if chosen.annotations.role not in LEADER_ROLES:
             reason += "; note: it was not taken as leader"
-        return Step(leader, "leader", "copy", chosen, reason)
+        return choices.step(leader, "leader", chosen, reason)
     chosen = next((s for s in choices.newest_first if s.annotations.role in LEADER_ROLES), None)
     if chosen is None:
         raise PlanError(
@@ -249,13 +281,13 @@ def _leader_step(leader: Member, choices: _Choices) -> Step:
     reason = f"newest snapshot taken as leader: {_label(chosen)}"
     if taker != leader.label:
         reason += f"; {taker} was leader then, its data goes to {leader.label}, which leads now"
-    return Step(leader, "leader", "copy", chosen, reason)
+    return choices.step(leader, "leader", chosen, reason)
 
 
 def _follower_step(member: Member, leader: Member, choices: _Choices, policy: Policy) -> Step:
     own = choices.named(member)
     if own is not None:
-        return Step(member, "follower", "copy", own, f"named in {choices.option}: {_label(own)}")
+        return choices.step(member, "follower", own, f"named in {choices.option}: {_label(own)}")
     if policy.followers == "resync":
         why = f"{policy.followers_option} is resync: replicates from {leader.label}"
         return Step(member, "follower", "resync", None, why)
@@ -266,8 +298,8 @@ def _follower_step(member: Member, leader: Member, choices: _Choices, policy: Po
             f"snapshot for {choices.target.describe()}; use resync or name one in "
             f"{choices.option}"
         )
-    return Step(
-        member, "follower", "copy", mine, f"its own snapshot from the same time: {_label(mine)}"
+    return choices.step(
+        member, "follower", mine, f"its own snapshot from the same time: {_label(mine)}"
     )
 
 
@@ -279,8 +311,11 @@ def plan_restore(
     target: Target,
     policy: Policy = Policy(),
     explicit: Mapping[str, str] | None = None,
+    backups: Sequence[Backup] = (),
+    source: Source = "snapshot",
 ) -> Plan:
-    """Choose, per member, what its disk gets. Raises PlanError before anything is touched."""
+    """Choose, per member, what its disk gets, from the snapshots, the backups or (``auto``)
+    both. Raises PlanError before anything is touched."""
     explicit = dict(explicit or {})
     leader = next((m for m in members if m.id == leader_id), None)
     if leader is None:
@@ -290,9 +325,12 @@ def plan_restore(
             raise PlanError(
                 f"{policy.snapshots_option} names {key}, which is not an instance of {deployment}"
             )
-    choices = _choices(catalog, deployment, target, explicit, policy.snapshots_option)
+    if source not in SOURCES:
+        raise PlanError(f"restore.source {source!r} is not one of {', '.join(SOURCES)}")
+    tiers = points(catalog, backups, source)
+    choices = _choices(tiers, deployment, target, explicit, policy.snapshots_option)
     leader_step = _leader_step(leader, choices)
     followers = tuple(
         _follower_step(m, leader, choices, policy) for m in members if m.id != leader.id
     )
-    return Plan(deployment, target, leader_step, followers)
+    return Plan(deployment, target, leader_step, followers, source)
