@@ -224,6 +224,17 @@ def test_scheduled_set(tmp_path: Path) -> None:
     assert len({s["name"] for s in schedules[0]}) == len(schedules[0])
 
 
+def test_backups(tmp_path: Path) -> None:
+    doc = render(
+        REPO / "manifests/disk-snapshots.yml",
+        REPO / "manifests/operations/backups.yml",
+        tmp_path / "creds.yml",
+    )
+    backups = [props(doc, name)["backups"] for name in GROUPS]
+    assert backups[0] == backups[1]
+    assert backups[0]["cron"] == "15 3 * * *"
+
+
 def test_post_stop_snapshot(tmp_path: Path) -> None:
     doc = render(
         REPO / "manifests/disk-snapshots.yml",

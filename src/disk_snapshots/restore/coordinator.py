@@ -316,8 +316,9 @@ class Runner:
         self.finish(plan)
         self.say(f"restore {self.restore_id}: done")
         for e in plan:
+            via = f" from backup {e.backup_id}" if e.backup_id else ""
             what = (
-                f"restored {e.snapshot_id}"
+                f"restored {e.snapshot_id}{via}"
                 if e.action == "copy"
                 else "kept its disk, replicates from the leader"
             )
