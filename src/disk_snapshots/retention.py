@@ -153,7 +153,7 @@ def plan_retention(
         keep[snapshot_id].append(reason)
     for s in snapshots:
         if s.id in protected:
-            keep[s.id].append("a restore depends on it")
+            keep[s.id].append("a restore or a backup in progress depends on it")
 
     groups: dict[tuple[str, str], list[Snapshot]] = defaultdict(list)
     for s in snapshots:

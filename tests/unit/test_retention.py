@@ -105,7 +105,7 @@ def test_guards_override_rules() -> None:
     )
     assert sorted(s.id for s in plan.delete) == ["snap-0001", "snap-0005"]
     assert "newest app-consistent" in plan.explain("snap-0002")
-    assert "a restore depends on it" in plan.explain("snap-0007")
+    assert "a restore or a backup in progress depends on it" in plan.explain("snap-0007")
 
 
 def test_only_the_named_instance_is_pruned() -> None:
