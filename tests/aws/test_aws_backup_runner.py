@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from botocore.awsrequest import AWSResponse
+from botocore.awsrequest import HTTPHeaders
 
 from disk_snapshots import metrics as m
 from disk_snapshots.backups.runner import BackupRunner
@@ -183,3 +185,25 @@ def test_a_restore_plan_from_the_backup_region_after_the_snapshots_are_gone(
     assert plan.leader.backup is not None and plan.leader.backup.id == outcome.backup.id
     assert plan.leader.entry().snapshot_id == taken.id
     assert f"tier: backup {outcome.backup.id} in {BACKUP_REGION}" in plan.describe()
+
+
+def test_when_the_backup_region_does_not_answer_snapshot_retention_deletes_nothing(
+    snapshotter: Snapshotter, caplog: pytest.LogCaptureFixture
+) -> None:
+    for _ in range(3):
+        snapshotter.take_clean("manual")
+    assert isinstance(snapshotter.provider, AwsEbsProvider)
+
+    def refuse(**_: Any) -> tuple[AWSResponse, dict[str, Any]]:
+        response = AWSResponse("http://ec2", 503, HTTPHeaders(), None)
+        return response, {"Error": {"Code": "Unavailable", "Message": "region down"}}
+
+    handler: Any = refuse
+    client = snapshotter.provider.client(BACKUP_REGION)
+    client.meta.events.register("before-call.ec2.DescribeSnapshots", handler)
+
+    plan = snapshotter.prune()  # manual: keep_last 1 would delete two
+
+    assert plan.delete == ()
+    assert len(snapshotter.catalog()) == 3
+    assert "retention deletes nothing now" in caplog.text

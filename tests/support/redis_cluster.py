@@ -171,9 +171,14 @@ def _start_daemon(vm: Vm, bindir: Path, monit_dir: Path) -> subprocess.Popen[byt
 
 @contextmanager
 def redis_cluster(
-    pool: Path, tmp_path: Path, tls: TlsConfig, sizes: dict[str, str] | None = None
+    pool: Path,
+    tmp_path: Path,
+    tls: TlsConfig,
+    sizes: dict[str, str] | None = None,
+    properties: dict[str, Any] | None = None,
 ) -> Iterator[list[Node]]:
-    """redis-leader/0, redis-data/0 and redis-data/1, each running and replicating."""
+    """redis-leader/0, redis-data/0 and redis-data/1, each running and replicating;
+    ``properties`` are merged into every snapshotter's (one level deep)."""
     port, redis_port = free_port(), free_port()
     bindir = tmp_path / "bin"
     bindir.mkdir()
@@ -193,6 +198,9 @@ def redis_cluster(
             )
             for link in doc["links"].values():
                 link["properties"]["service"]["profile"] = "redis"
+            for key, value in (properties or {}).items():
+                current = doc["properties"].get(key)
+                doc["properties"][key] = current | value if isinstance(current, dict) else value
             vm = Vm(spec, write_vm(root, doc, cid, image), port)
             node = Node(vm, redis_port, tls, bindir)
             node.monit_dir.mkdir()

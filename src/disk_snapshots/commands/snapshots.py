@@ -11,6 +11,7 @@ import sys
 from datetime import UTC
 from datetime import datetime
 
+from disk_snapshots.backups.decisions import in_progress_sources
 from disk_snapshots.backups.decisions import newest_completed
 from disk_snapshots.backups.runner import BackupRunner
 from disk_snapshots.errors import EXIT_FAILED
@@ -74,6 +75,8 @@ def _delete(snapshotter: Snapshotter, snapshot_id: str, *, force: bool) -> int:
     guard = guard_keeps(catalog).get(snapshot.id) or holds(catalog, datetime.now(UTC)).get(
         snapshot.id
     )
+    if snapshot.id in in_progress_sources(snapshotter.backups()):
+        guard = "source of a backup still being copied"
     if guard and not force:
         raise UsageError(
             f"{snapshot_id} ({guard}): retention keeps it on purpose. "

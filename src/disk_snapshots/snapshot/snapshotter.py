@@ -211,12 +211,19 @@ class Snapshotter:
         policies = policies_for(
             ((s.name, s.retention) for s in self.config.schedules), self.config.retention
         )
+        try:
+            copying = in_progress_sources(self.backups())
+        except SNAPSHOT_ERRORS as err:
+            # Unknown which snapshots are being copied: delete none this time (a backup
+            # region that does not answer must not fail a drain, nor lose a copy).
+            log.warning("backups cannot be listed (%s); retention deletes nothing now", err)
+            return RetentionPlan(keep={}, delete=())
         plan = plan_retention(
             self.catalog(),
             policies,
             now or datetime.now(UTC),
             instance_id=self.config.spec.id,
-            protected=protected | in_progress_sources(self.backups()),
+            protected=protected | copying,
         )
         for snapshot in plan.delete:
             log.info("retention deletes %s (%s)", snapshot.id, snapshot.annotations.trigger)
