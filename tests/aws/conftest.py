@@ -8,16 +8,23 @@ from typing import Any
 
 import pytest
 
+from disk_snapshots import providers
 from disk_snapshots.config import AwsSettings
+from disk_snapshots.config import load_snapshotter_config
 from disk_snapshots.providers.aws_ebs import AwsEbsProvider
+from disk_snapshots.snapshot.snapshotter import Paths
+from disk_snapshots.snapshot.snapshotter import Snapshotter
 from disk_snapshots.vm.instance import Disk
+from disk_snapshots.vm.services import make_service
 from support.aws import BACKUP_REGION
 from support.aws import REGION
+from support.aws import SECRET
 from support.aws import ZONE
 from support.aws import FakeDevices
 from support.aws import MakeProvider
 from support.aws import World
 from support.aws import settings
+from support.configdocs import snapshotter_doc
 from support.moto import ec2_client
 from support.moto import moto_server
 from support.moto import reset
@@ -97,3 +104,42 @@ def make_provider(endpoint: str, devices: FakeDevices, tmp_path: Path) -> Iterat
 @pytest.fixture
 def provider(make_provider: MakeProvider, world: World) -> AwsEbsProvider:
     return make_provider(instance_id=world.instance_id)
+
+
+@pytest.fixture
+def snapshotter(endpoint: str, world: World, tmp_path: Path) -> Iterator[Snapshotter]:
+    """This VM's snapshotter with ``provider.type: aws-ebs`` (backups to BACKUP_REGION).
+
+    Without root there is no frozen filesystem here: quiesce.freeze is off and the
+    service profile is ``none``; the freeze itself is covered on real disks in tests/disks.
+    """
+    doc = snapshotter_doc()
+    props = doc["properties"]
+    props["provider"] |= {
+        "type": "aws-ebs",
+        "aws": {
+            "region": REGION,
+            "endpoint": endpoint,
+            "access_key_id": "AKIDTESTING",
+            "secret_access_key": SECRET,
+            "kms_key_id": "",
+            "backup_region": BACKUP_REGION,
+            "instance_id": world.instance_id,
+        },
+    }
+    props["service"]["profile"] = "none"
+    props["quiesce"]["freeze"] = False
+    props["retention"] = {"manual": {"keep_last": 1}}
+    props["backups"] |= {"cron": "@daily", "retention": {"keep_last": 2}, "deadline": "6h"}
+    config = load_snapshotter_config(doc)
+    provider = providers.make_provider(config.provider, world.disk)
+    assert isinstance(provider, AwsEbsProvider)
+    provider.poll_interval = 0.0
+    with provider:
+        yield Snapshotter(
+            config=config,
+            disk=world.disk,
+            provider=provider,
+            service=make_service(config.service),
+            paths=Paths(tmp_path),
+        )

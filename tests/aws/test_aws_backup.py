@@ -25,6 +25,7 @@ from support.aws import REGION
 from support.aws import FakeDevices
 from support.aws import MakeProvider
 from support.aws import World
+from support.aws import report_state
 from support.aws import sample_annotations
 
 
@@ -34,23 +35,6 @@ def raw(client: Any, snapshot_id: str) -> dict[str, Any]:
 
 def tags(snapshot: dict[str, Any]) -> dict[str, str]:
     return {t["Key"]: t["Value"] for t in snapshot.get("Tags", [])}
-
-
-def report_state(client: Any, state: str, times: int, message: str = "") -> list[int]:
-    """Make the next ``times`` DescribeSnapshots answers of ``client`` say ``state``."""
-    left = [times]
-
-    def rewrite(parsed: dict[str, Any], **_: Any) -> None:
-        if left[0] > 0:
-            left[0] -= 1
-            for snapshot in parsed.get("Snapshots", []):
-                snapshot["State"] = state
-                snapshot["Progress"] = "42%"
-                if message:
-                    snapshot["StateMessage"] = message
-
-    client.meta.events.register("after-call.ec2.DescribeSnapshots", rewrite)
-    return left
 
 
 def test_the_provider_is_a_backup_tier_only_with_a_backup_region(

@@ -4,11 +4,9 @@ backups once the disks' region lost its snapshots."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC
 from datetime import datetime
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,80 +15,28 @@ from botocore.awsrequest import HTTPHeaders
 
 from disk_snapshots import metrics as m
 from disk_snapshots.backups.runner import BackupRunner
-from disk_snapshots.config import load_snapshotter_config
 from disk_snapshots.members import Member
 from disk_snapshots.metrics import Metrics
-from disk_snapshots.providers import make_provider
 from disk_snapshots.providers.aws_ebs import AwsEbsProvider
 from disk_snapshots.restore.plan import plan_restore
 from disk_snapshots.restore.target import Target
-from disk_snapshots.snapshot.snapshotter import Paths
 from disk_snapshots.snapshot.snapshotter import Snapshotter
-from disk_snapshots.vm.services import make_service
 from support.aws import BACKUP_REGION
-from support.aws import SECRET
-from support.aws import World
-from support.configdocs import snapshotter_doc
+from support.aws import report_state
 
 
-@pytest.fixture
-def snapshotter(endpoint: str, world: World, tmp_path: Path) -> Iterator[Snapshotter]:
-    doc = snapshotter_doc()
-    props = doc["properties"]
-    props["provider"] |= {
-        "type": "aws-ebs",
-        "aws": {
-            "region": "eu-west-1",
-            "endpoint": endpoint,
-            "access_key_id": "AKIDTESTING",
-            "secret_access_key": SECRET,
-            "kms_key_id": "",
-            "backup_region": BACKUP_REGION,
-            "instance_id": world.instance_id,
-        },
-    }
-    props["service"]["profile"] = "none"
-    props["quiesce"]["freeze"] = False
-    props["backups"] |= {"cron": "@daily", "retention": {"keep_last": 2}, "deadline": "6h"}
-    props["retention"] = {"manual": {"keep_last": 1}}
-    config = load_snapshotter_config(doc)
-    provider = make_provider(config.provider, world.disk)
-    assert isinstance(provider, AwsEbsProvider)
-    provider.poll_interval = 0.0
-    with provider:
-        yield Snapshotter(
-            config=config,
-            disk=world.disk,
-            provider=provider,
-            service=make_service(config.service),
-            paths=Paths(tmp_path),
-        )
+def backup_client(snapshotter: Snapshotter) -> Any:
+    assert isinstance(snapshotter.provider, AwsEbsProvider)
+    return snapshotter.provider.client(BACKUP_REGION)
 
 
 def runner(snapshotter: Snapshotter, **kwargs: Any) -> BackupRunner:
     return BackupRunner(snapshotter, Metrics(), poll=0.0, **kwargs)
 
 
-def copies_report(snapshotter: Snapshotter, state: str, times: int) -> list[int]:
-    """The next ``times`` answers about copies in the backup region say ``state``."""
-    assert isinstance(snapshotter.provider, AwsEbsProvider)
-    left = [times]
-
-    def rewrite(parsed: dict[str, Any], **_: Any) -> None:
-        if left[0] > 0:
-            left[0] -= 1
-            for snapshot in parsed.get("Snapshots", []):
-                snapshot["State"] = state
-                snapshot["Progress"] = "10%"
-
-    client = snapshotter.provider.client(BACKUP_REGION)
-    client.meta.events.register("after-call.ec2.DescribeSnapshots", rewrite)
-    return left
-
-
 def test_a_scheduled_run_tracks_the_copy_to_completed(snapshotter: Snapshotter) -> None:
     taken = snapshotter.take_clean("manual")
-    left = copies_report(snapshotter, "pending", 3)
+    left = report_state(backup_client(snapshotter), "pending", 3)
     r = runner(snapshotter)
 
     outcome = r.run()
@@ -125,7 +71,7 @@ def test_retention_in_the_backup_region_keeps_the_newest(snapshotter: Snapshotte
 
 def test_a_copy_still_pending_at_the_deadline_is_reported_failed(snapshotter: Snapshotter) -> None:
     snapshotter.take_clean("manual")
-    copies_report(snapshotter, "pending", 100)
+    report_state(backup_client(snapshotter), "pending", 100)
     later = datetime.now(UTC) + timedelta(hours=7)
     r = runner(snapshotter, clock=lambda: later)
 
@@ -143,7 +89,7 @@ def test_snapshot_retention_keeps_a_snapshot_whose_copy_is_pending(
     snapshotter: Snapshotter,
 ) -> None:
     first = snapshotter.take_clean("manual")
-    copies_report(snapshotter, "pending", 100)
+    report_state(backup_client(snapshotter), "pending", 100)
     assert not runner(snapshotter, clock=lambda: datetime.now(UTC) + timedelta(hours=7)).run().ok
     for _ in range(3):
         snapshotter.take_clean("manual")

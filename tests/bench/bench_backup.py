@@ -38,22 +38,19 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO / "tests" / "bench"))
 
-from bench_snapshots import QUIESCE  # noqa: E402
 from bench_snapshots import Redis  # noqa: E402
 from bench_snapshots import Writer  # noqa: E402
 from bench_snapshots import annotate_for  # noqa: E402
 from bench_snapshots import disk  # noqa: E402
 from bench_snapshots import free_port  # noqa: E402
 from bench_snapshots import pause_stats  # noqa: E402
+from bench_snapshots import quiesced_snapshot  # noqa: E402
 from bench_snapshots import report  # noqa: E402
 
 from disk_snapshots.catalog import Snapshot  # noqa: E402
 from disk_snapshots.providers.image_copy import copy_image  # noqa: E402
 from disk_snapshots.providers.loopback import LoopbackProvider  # noqa: E402
-from disk_snapshots.snapshot.quiesce import Freezer  # noqa: E402
-from disk_snapshots.snapshot.quiesce import snapshot_quiesced  # noqa: E402
 from disk_snapshots.vm.resp import RedisClient  # noqa: E402
-from disk_snapshots.vm.services import RedisService  # noqa: E402
 from support.disks import xfs_pool  # noqa: E402
 
 MIB = 2**20
@@ -150,16 +147,7 @@ def bench_write_pause(pool_dir: Path, base: Path) -> None:
             idle: list[float] = []
             for _ in range(RUNS):
                 start = time.monotonic()
-                taken = snapshot_quiesced(
-                    Freezer(
-                        disk=d,
-                        provider=provider,
-                        service=RedisService(client),
-                        quiesce=QUIESCE,
-                        lease_dir=base / "leases",
-                    ),
-                    annotate_for(d),
-                )
+                taken = quiesced_snapshot(d, provider, client, base)
                 during_snapshot += writer.window(start, time.monotonic())
                 time.sleep(0.5)
                 start = time.monotonic()

@@ -38,6 +38,7 @@ from disk_snapshots.commands.hooks import drain  # noqa: E402
 from disk_snapshots.config import QuiesceConfig  # noqa: E402
 from disk_snapshots.providers.loopback import LoopbackProvider  # noqa: E402
 from disk_snapshots.snapshot.quiesce import Freezer  # noqa: E402
+from disk_snapshots.snapshot.quiesce import Taken  # noqa: E402
 from disk_snapshots.snapshot.quiesce import snapshot_quiesced  # noqa: E402
 from disk_snapshots.snapshot.snapshotter import Paths  # noqa: E402
 from disk_snapshots.vm.instance import Disk  # noqa: E402
@@ -202,6 +203,20 @@ def pause_stats(samples: list[float]) -> tuple[float, float, float]:
     return statistics.median(ordered), p99, ordered[-1]
 
 
+def quiesced_snapshot(
+    d: Disk, provider: LoopbackProvider, client: RedisClient, base: Path
+) -> Taken:
+    """A quiesced snapshot of the disk Redis writes to (BGSAVE, fsfreeze, reflink, thaw)."""
+    freezer = Freezer(
+        disk=d,
+        provider=provider,
+        service=RedisService(client),
+        quiesce=QUIESCE,
+        lease_dir=base / "leases",
+    )
+    return snapshot_quiesced(freezer, annotate_for(d))
+
+
 def bench_write_pause(pool_dir: Path, base: Path) -> None:
     with disk(pool_dir, "disk-pause", "2G", base / "store-pause") as d:
         data = d.mount / "redis"
@@ -222,16 +237,7 @@ def bench_write_pause(pool_dir: Path, base: Path) -> None:
         frozen: list[float] = []
         for _ in range(5):
             start = time.monotonic()
-            taken = snapshot_quiesced(
-                Freezer(
-                    disk=d,
-                    provider=provider,
-                    service=RedisService(client),
-                    quiesce=QUIESCE,
-                    lease_dir=base / "leases",
-                ),
-                annotate_for(d),
-            )
+            taken = quiesced_snapshot(d, provider, client, base)
             quiesced += writer.window(start, time.monotonic())
             frozen.append(taken.frozen_seconds)
             time.sleep(0.5)

@@ -17,8 +17,8 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
+from test_loopback_quiesce import annotator
 
-from disk_snapshots.annotations import Annotations
 from disk_snapshots.catalog import Query
 from disk_snapshots.catalog import Snapshot
 from disk_snapshots.providers.base import BackupTier
@@ -31,24 +31,6 @@ from disk_snapshots.vm.instance import Disk
 from support.release import REPO
 
 pytestmark = pytest.mark.root
-
-
-def annotations(disk: Disk, note: str = "") -> Annotations:
-    return Annotations(
-        deployment="test",
-        instance_group="redis",
-        instance_id="id-0",
-        index=0,
-        az="z1",
-        disk_cid=disk.cid,
-        job="redis",
-        created_at=datetime.now(UTC),
-        trigger="manual",
-        consistency="app",
-        role="leader",
-        release_version="0.1.0",
-        note=note,
-    )
 
 
 def fill(disk: Disk, megabytes: int) -> dict[str, str]:
@@ -68,14 +50,14 @@ def store(tmp_path: Path) -> Path:
     return tmp_path / "backups"
 
 
-def snapshot_of(disk: Disk, store: Path, note: str = "") -> tuple[LoopbackProvider, Snapshot]:
+def snapshot_of(disk: Disk, store: Path) -> tuple[LoopbackProvider, Snapshot]:
     provider = LoopbackProvider.for_disk("", disk, str(store))
-    return provider, provider.snapshot(disk, annotations(disk, note))
+    return provider, provider.snapshot(disk, annotator(disk)("app", "leader", datetime.now(UTC)))
 
 
 def test_a_backup_is_a_verified_sparse_copy_on_other_storage(disk: Disk, store: Path) -> None:
     digests = fill(disk, 64)
-    provider, snapshot = snapshot_of(disk, store, note="nightly")
+    provider, snapshot = snapshot_of(disk, store)
     assert isinstance(provider, BackupTier) and backup_tier(provider) is provider
     assert store.parent.stat().st_dev != provider.directory.stat().st_dev
 
@@ -225,7 +207,7 @@ def test_ids_are_checked_before_any_path_is_built(disk: Disk, store: Path) -> No
 
 def test_without_a_backup_store_backups_are_off(disk: Disk) -> None:
     provider = LoopbackProvider.for_disk("", disk)
-    snapshot = provider.snapshot(disk, annotations(disk))
+    snapshot = provider.snapshot(disk, annotator(disk)("app", "leader", datetime.now(UTC)))
     assert backup_tier(provider) is None
     assert provider.backups() == []
     with pytest.raises(ProviderError, match=r"provider\.loopback\.backup_store is empty"):

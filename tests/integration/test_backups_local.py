@@ -7,16 +7,15 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from lbtest import REPO
 from lbtest import LocalBosh
 from lbtest import needs_root
+from test_redis_ha import redis
 
 from localbosh.state import Layout
 
@@ -49,22 +48,6 @@ def backed_up(lb: LocalBosh) -> set[str]:
         for r in tier(catalog(lb), "backup", "completed")
         if r["annotations"]["trigger"] == "manual"
     }
-
-
-def password(lb: LocalBosh) -> str:
-    store = yaml.safe_load((Layout(lb.home).deployment("redis") / "vars-store.yml").read_text())
-    return str(store["redis_password"])
-
-
-def redis(lb: LocalBosh, host: str, *cmd: str) -> str:
-    proc = subprocess.run(
-        ["redis-cli", "-h", host, "-a", password(lb), "--no-auth-warning", *cmd],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=30,
-    )
-    return proc.stdout.strip()
 
 
 def keys(lb: LocalBosh, host: str) -> set[str]:

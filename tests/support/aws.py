@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from dataclasses import field
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from disk_snapshots.config import AwsSettings
 from disk_snapshots.providers.aws_ebs import AwsEbsProvider
@@ -78,3 +79,22 @@ class FakeDevices:
 
     def is_mounted(self, mountpoint: Path) -> bool:
         return mountpoint in self.mounted
+
+
+def report_state(client: Any, state: str, times: int, message: str = "") -> list[int]:
+    """Make the next ``times`` DescribeSnapshots answers of ``client`` say ``state``, as
+    EBS reports a copy or a snapshot still pending, or failed; the count left is returned
+    (a list, so the caller sees it go down)."""
+    left = [times]
+
+    def rewrite(parsed: dict[str, Any], **_: Any) -> None:
+        if left[0] > 0:
+            left[0] -= 1
+            for snapshot in parsed.get("Snapshots", []):
+                snapshot["State"] = state
+                snapshot["Progress"] = "42%"
+                if message:
+                    snapshot["StateMessage"] = message
+
+    client.meta.events.register("after-call.ec2.DescribeSnapshots", rewrite)
+    return left
