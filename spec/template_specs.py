@@ -293,6 +293,8 @@ OPERATOR_VARS = {
     # manifests/local/operations/aws-ebs.yml: the moto server a test starts
     "aws_endpoint": "http://127.0.0.1:5000",
     "aws_instance_id": "i-0123456789abcdef0",
+    # manifests/local/operations/backups.yml: where the loopback backups go
+    "backup_store": "/var/lib/spec-backups",
 }
 
 

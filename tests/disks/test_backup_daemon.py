@@ -204,4 +204,5 @@ def test_take_snapshot_with_backup_waits_for_the_backup_and_fails_when_it_fails(
     store.write_text("not a directory")
     assert take_snapshot(paths) == 1
     out = capsys.readouterr().out
-    assert "take-snapshot: backup FAILED: backup failed:" in out
+    assert "take-snapshot: backup FAILED: backup failed: the backup store" in out
+    assert "(provider.loopback.backup_store) cannot be written" in out

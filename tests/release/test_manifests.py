@@ -190,6 +190,9 @@ def test_aws_ebs(tmp_path: Path) -> None:
             "type": "aws-ebs",
             "aws": {"region": "eu-west-1", "backup_region": "eu-central-1"},
         }
+    # Backups to that region on a schedule, the same on both groups.
+    backups = [props(doc, name)["backups"] for name in GROUPS]
+    assert backups[0] == backups[1] and backups[0]["cron"] == "15 3 * * *"
 
 
 def test_openstack_cinder(tmp_path: Path) -> None:
@@ -222,17 +225,6 @@ def test_scheduled_set(tmp_path: Path) -> None:
     assert schedules[0] == schedules[1]
     assert {s["scope"] for s in schedules[0]} == {"instance", "set"}
     assert len({s["name"] for s in schedules[0]}) == len(schedules[0])
-
-
-def test_backups(tmp_path: Path) -> None:
-    doc = render(
-        REPO / "manifests/disk-snapshots.yml",
-        REPO / "manifests/operations/backups.yml",
-        tmp_path / "creds.yml",
-    )
-    backups = [props(doc, name)["backups"] for name in GROUPS]
-    assert backups[0] == backups[1]
-    assert backups[0]["cron"] == "15 3 * * *"
 
 
 def test_post_stop_snapshot(tmp_path: Path) -> None:

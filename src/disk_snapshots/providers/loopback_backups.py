@@ -113,11 +113,17 @@ class LoopbackBackups:
 
     def backup(self, snapshot: Snapshot, image: Path, deadline: float | None = None) -> Backup:
         """Copy the snapshot's image into the store; returns the completed backup."""
-        self.store.mkdir(parents=True, exist_ok=True)
-        self.cleanup_leftovers()
         backup_id = "bkp-" + secrets.token_hex(9)[:17]
         record_path, final, partial, lock_path = self._paths(backup_id)
-        lock = hold(lock_path)
+        try:
+            self.store.mkdir(parents=True, exist_ok=True)
+            self.cleanup_leftovers()
+            lock = hold(lock_path)
+        except OSError as err:
+            raise ProviderError(
+                f"the backup store {self.store} (provider.loopback.backup_store) cannot be "
+                f"written: {err.strerror or err}"
+            ) from None
         record: dict[str, Any] = {
             "id": backup_id,
             "source_snapshot": snapshot.id,
