@@ -221,7 +221,7 @@ def test_a_copy_back_left_by_a_killed_restore_is_cleaned_up(
     copy_back = provider.backups_tier._copy_back(backup.id)  # as a killed restore leaves it
 
     assert provider.cleanup_leftovers(min_age=timedelta(hours=1)) == []  # too young
-    assert provider.cleanup_leftovers(min_age=timedelta(0)) == [copy_back]
+    assert [x.id for x in provider.cleanup_leftovers(min_age=timedelta(0))] == [copy_back]
     assert [s["SnapshotId"] for s in ec2.describe_snapshots(OwnerIds=["self"])["Snapshots"]] == [
         taken.id
     ]

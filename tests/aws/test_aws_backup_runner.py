@@ -35,7 +35,7 @@ def runner(snapshotter: Snapshotter, **kwargs: Any) -> BackupRunner:
 
 
 def test_a_scheduled_run_tracks_the_copy_to_completed(snapshotter: Snapshotter) -> None:
-    taken = snapshotter.take_clean("manual")
+    taken = snapshotter.take_clean("manual").snapshot
     left = report_state(backup_client(snapshotter), "pending", 3)
     r = runner(snapshotter)
 
@@ -60,7 +60,7 @@ def test_retention_in_the_backup_region_keeps_the_newest(snapshotter: Snapshotte
     r = runner(snapshotter)
     made = []
     for _ in range(4):
-        snapshot = snapshotter.take_clean("manual")
+        snapshot = snapshotter.take_clean("manual").snapshot
         outcome = r.run(snapshot.id)
         assert outcome.ok, outcome.message
         assert outcome.backup is not None
@@ -88,7 +88,7 @@ def test_a_copy_still_pending_at_the_deadline_is_reported_failed(snapshotter: Sn
 def test_snapshot_retention_keeps_a_snapshot_whose_copy_is_pending(
     snapshotter: Snapshotter,
 ) -> None:
-    first = snapshotter.take_clean("manual")
+    first = snapshotter.take_clean("manual").snapshot
     report_state(backup_client(snapshotter), "pending", 100)
     assert not runner(snapshotter, clock=lambda: datetime.now(UTC) + timedelta(hours=7)).run().ok
     for _ in range(3):
@@ -111,7 +111,7 @@ def test_a_restore_plan_from_the_backup_region_after_the_snapshots_are_gone(
     snapshotter: Snapshotter,
 ) -> None:
     snapshotter.record_role("leader")  # as the service's probe would have said
-    taken = snapshotter.take_clean("manual")
+    taken = snapshotter.take_clean("manual").snapshot
     outcome = runner(snapshotter).run()
     assert outcome.backup is not None
     snapshotter.provider.delete(taken.id)

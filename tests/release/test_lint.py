@@ -91,7 +91,7 @@ def test_an_undeclared_key_and_a_scalar_parent_are_errors_naming_them(
         "instance_groups/redis-leader/jobs/restore/properties: restore.restor: is not a property "
         "of the restore job: the Director drops it without a word" in out
     )
-    assert "did you mean restore.verify or restore.target or restore.timeout?" in out
+    assert "did you mean restore.source or restore.verify or restore.target?" in out
     assert (
         "instance_groups/redis-data/jobs/snapshotter/properties: api: must be a map holding "
         "api.port, api.tls.ca" in out

@@ -254,6 +254,31 @@ CASES = [
         "snapshotter.provider.openstack.auth_url: required when provider.type is openstack-cinder",
         at_render=False,
     ),
+    BadProperty(
+        "snapshotter",
+        ("backups",),
+        {"cron": "15 3 * * *"},
+        "snapshotter.provider.loopback.backup_store: required when backups.cron is set "
+        "(backups need somewhere to go)",
+    ),
+    BadProperty(
+        "snapshotter",
+        ("backups", "deadline"),
+        "soon",
+        'snapshotter.backups.deadline: "soon" is not a duration',
+    ),
+    BadProperty(
+        "snapshotter",
+        ("provider", "loopback", "backup_store"),
+        "backups",
+        'snapshotter.provider.loopback.backup_store: "backups" is not an absolute path',
+    ),
+    BadProperty(
+        "restore",
+        ("restore", "source"),
+        "tape",
+        'restore.restore.source: "tape" is not allowed; allowed: auto, snapshot, backup',
+    ),
     schedule(
         {"cron": "61 * * * *"},
         'snapshotter.schedules[1].cron: "61 * * * *": minute 61 is not in 0-59',

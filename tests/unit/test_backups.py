@@ -233,23 +233,21 @@ def test_a_backup_schedule_is_read() -> None:
     [
         (
             {"backups__cron": "15 3 * * *"},
-            "snapshotter.backups.cron: backups need somewhere to go: set "
-            "provider.loopback.backup_store",
+            "snapshotter.provider.loopback.backup_store: required when backups.cron is set",
         ),
         (
             {"provider__type": "aws-ebs", "backups__cron": "@daily"},
-            "snapshotter.backups.cron: backups need somewhere to go: set "
-            "provider.aws.backup_region",
+            "snapshotter.provider.aws.backup_region: required when backups.cron is set",
         ),
-        ({"backups__cron": "every night"}, "snapshotter.backups.cron: 'every night' has 2 fields"),
-        ({"backups__source": "newest"}, "snapshotter.backups.source: 'newest' is not allowed"),
+        ({"backups__cron": "every night"}, 'snapshotter.backups.cron: "every night" has 2 fields'),
+        ({"backups__source": "newest"}, 'snapshotter.backups.source: "newest" is not allowed'),
         ({"backups__deadline": "30s"}, "snapshotter.backups.deadline: at least 1m"),
-        ({"backups__deadline": "soon"}, "snapshotter.backups.deadline: 'soon' is not a duration"),
+        ({"backups__deadline": "soon"}, 'snapshotter.backups.deadline: "soon" is not a duration'),
         ({"backups__keep": 3}, "snapshotter.backups.keep: unknown key"),
         ({"backups__retention": {"keep_last": -1}}, "keep_last: -1 is too small"),
         (
             {"provider__loopback__backup_store": "backups"},
-            "snapshotter.provider.loopback.backup_store: 'backups' is not an absolute path",
+            'snapshotter.provider.loopback.backup_store: "backups" is not an absolute path',
         ),
     ],
 )
@@ -278,7 +276,7 @@ def test_the_errands_new_properties() -> None:
     assert isinstance(restore, RestoreConfig) and restore.source == "auto"
     restore = load_config(errand("restore", source="backup"))
     assert isinstance(restore, RestoreConfig) and restore.source == "backup"
-    with pytest.raises(ConfigError, match=r"restore\.source: 'tape' is not allowed"):
+    with pytest.raises(ConfigError, match=r'restore\.source: "tape" is not allowed'):
         load_config(errand("restore", source="tape"))
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from disk_snapshots.providers import loopback
+from disk_snapshots.providers import loop_images
 from disk_snapshots.providers.base import ProviderError
 
 
@@ -25,9 +25,9 @@ def test_where_reflink_is_impossible_it_copies_and_says_so(
 ) -> None:
     source = tmp_path / "disk.img"
     source.write_bytes(b"data" * 1024)
-    monkeypatch.setattr(loopback.fsops, "reflink", refuse(errno.EOPNOTSUPP))
+    monkeypatch.setattr(loop_images.fsops, "reflink", refuse(errno.EOPNOTSUPP))
     with caplog.at_level(logging.WARNING):
-        assert loopback.clone(source, tmp_path / "copy.img") == "full"
+        assert loop_images.clone(source, tmp_path / "copy.img") == "full"
     assert (tmp_path / "copy.img").read_bytes() == source.read_bytes()
     assert "making a full sparse copy" in caplog.text
 
@@ -38,8 +38,8 @@ def test_any_other_error_fails_without_promising_a_copy(
 ) -> None:
     source = tmp_path / "disk.img"
     source.write_bytes(b"data")
-    monkeypatch.setattr(loopback.fsops, "reflink", refuse(code))
+    monkeypatch.setattr(loop_images.fsops, "reflink", refuse(code))
     with caplog.at_level(logging.WARNING), pytest.raises(ProviderError, match="refused"):
-        loopback.clone(source, tmp_path / "copy.img")
+        loop_images.clone(source, tmp_path / "copy.img")
     assert "full sparse copy" not in caplog.text
     assert not (tmp_path / "copy.img").exists()
