@@ -104,25 +104,40 @@ class ServiceJobs:
         return {j: summary.get(j, "unknown to monit") for j in self.jobs}
 
     def control(self, action: Literal["stop", "start"], timeout: int) -> dict[str, object]:
-        """monit stop/start every job, then wait until monit reports every one so."""
+        """Stop the jobs one at a time in ``service.jobs`` order, or start them in the
+        reverse order, each reported so by monit before the next is asked: the order
+        operators give (the Director's API and workers before the blobstore, PostgreSQL
+        last) only holds if a job is really down before the next one goes. One deadline
+        for them all."""
         want = STOPPED if action == "stop" else RUNNING
+        order = self.jobs if action == "stop" else tuple(reversed(self.jobs))
         if not self._lock.acquire(blocking=False):
             raise Conflict("another service stop/start is in progress")
         try:
             deadline = time.monotonic() + timeout
-            for job in self.jobs:
+            for n, job in enumerate(order):
                 (self.monit.stop if action == "stop" else self.monit.start)(job)
-            while True:
-                pending = {j: st for j, st in self.states().items() if st != want}
-                if not pending:
-                    return {"action": action, "jobs": {j: want for j in self.jobs}}
-                if time.monotonic() > deadline:
-                    raise TimedOut(f"not {want} within {timeout}s: {_listed(pending)}")
-                time.sleep(POLL_SECONDS)
+                state = self._wait(job, want, deadline)
+                if state != want:
+                    done, later = order[:n], order[n + 1 :]
+                    raise TimedOut(
+                        f"not {want} within {timeout}s: {_listed({job: state})}"
+                        + (f"; already {want}: {', '.join(done)}" if done else "")
+                        + (f"; not asked yet: {', '.join(later)}" if later else "")
+                    )
+            return {"action": action, "jobs": {j: want for j in self.jobs}}
         except MonitError as err:
             raise Failed(str(err)) from None
         finally:
             self._lock.release()
+
+    def _wait(self, job: str, want: str, deadline: float) -> str:
+        """The job's state once monit reports ``want``, or at the deadline."""
+        while True:
+            state = self.states()[job]
+            if state == want or time.monotonic() > deadline:
+                return state
+            time.sleep(POLL_SECONDS)
 
     def require_stopped(self) -> None:
         """Conflict unless monit reports every job stopped (restore writes only then)."""
