@@ -21,6 +21,8 @@ from disk_snapshots.commands import daemon
 from disk_snapshots.commands import errands
 from disk_snapshots.commands import restore
 from disk_snapshots.commands.hooks import run_hook
+from disk_snapshots.commands.restore_here import add_restore
+from disk_snapshots.commands.restore_here import run_restore
 from disk_snapshots.commands.snapshots import run_snapshots
 from disk_snapshots.commands.steps import STEPS
 from disk_snapshots.commands.steps import add_steps
@@ -60,7 +62,7 @@ def _add_snapshots(commands: argparse._SubParsersAction[_Parser]) -> None:
     """``snapshots ACTION``: what bin/snapshots offers ``bosh ssh`` users."""
     snapshots = commands.add_parser(
         "snapshots",
-        help="list, show, take, back up or delete snapshots (for bosh ssh users)",
+        help="list, show, take, back up, delete or restore snapshots (for bosh ssh users)",
         description="The deployment's snapshot catalog, from this VM.",
     )
     actions = snapshots.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -114,6 +116,7 @@ def _add_snapshots(commands: argparse._SubParsersAction[_Parser]) -> None:
         "--force", action="store_true", help="delete even the newest completed backup"
     )
     cleanup.add_argument("--yes", action="store_true", help="release what is listed")
+    add_restore(actions)
     add_steps(actions)
 
 
@@ -207,6 +210,8 @@ def _run(args: argparse.Namespace, paths: Paths) -> int:
     if args.command == "hook":
         return run_hook(args.name, args.args, paths)
     if args.command == "snapshots":
+        if args.action == "restore":
+            return run_restore(args, paths)
         return run_step(args) if args.action in STEPS else run_snapshots(args, paths)
     if args.command == "daemon":
         actions = {"start": daemon.start, "stop": daemon.stop, "run": daemon.run}
