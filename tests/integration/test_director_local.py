@@ -9,8 +9,6 @@ blob into the blobstore first, then the row that names it.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import subprocess
 import time
@@ -171,26 +169,9 @@ def lb_instance_id(lb: LocalBosh) -> str:
     return str(instance["id"])
 
 
-def on_vm_restore_exists() -> bool:
-    from disk_snapshots.cli import build_parser
-
-    with contextlib.redirect_stderr(io.StringIO()):
-        try:
-            build_parser().parse_args(["snapshots", "restore", "--latest"])
-        except SystemExit:
-            return False
-    return True
-
-
 def test_restore_latest_on_a_new_empty_disk_brings_back_every_row_and_blob(
     localbosh: LocalBosh,
 ) -> None:
-    if not on_vm_restore_exists():
-        pytest.skip(
-            "`snapshots restore --latest` (the on-VM restore of issue 14, item 2) does not "
-            "exist yet; the snapshots it would restore are checked by "
-            "test_snapshots_of_a_director_like_instance_outlive_its_disk"
-        )
     deploy(localbosh)
     upload_blobs(localbosh, 30, "release")
     on_vm(localbosh, f"{SNAPSHOTS} take --note before-loss")
@@ -201,8 +182,14 @@ def test_restore_latest_on_a_new_empty_disk_brings_back_every_row_and_blob(
     lose_the_disk(localbosh)
     assert rows(localbosh) == {}
 
+    planned = on_vm(localbosh, f"{SNAPSHOTS} restore --latest --dry-run")
+    assert "nothing was stopped, snapshotted or written" in planned
+    assert rows(localbosh) == {}
     out = on_vm(localbosh, f"{SNAPSHOTS} restore --latest")
     print(out)
+    # The pre-delete snapshot delete-deployment's drain took: the newest, with every row.
+    assert "done: bosh/0 restored snapshot" in out and "(pre-delete, " in out, out
+    assert "postgres answers as standalone" in out, out
     assert rows(localbosh) == wanted_rows
     blobs = blob_digests(localbosh)
     assert blobs == wanted_blobs

@@ -141,7 +141,14 @@ class SingleRestore:
                 "the operator's command disk-snapshots"
             )
         store = s.disk.mount
-        resume = find_unfinished({me.id: (Journal.read(store), Journal.read_last(store))})
+        unfinished = Journal.read(store)
+        if unfinished is not None and unfinished.restore_id == "unknown":
+            raise RestoreFailed(
+                f"the restore journal {Journal.path(store)} cannot be read "
+                f"({unfinished.detail}): a restore of this disk may be unfinished, and "
+                "nothing is guessed. Inspect it; move it away only once the disk is known good"
+            )
+        resume = find_unfinished({me.id: (unfinished, Journal.read_last(store))})
         replaces = ""
         if resume is not None:
             journal = resume.journals[me.id]
