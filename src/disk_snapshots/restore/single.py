@@ -140,42 +140,9 @@ class SingleRestore:
                 "restore them together, in their order, with `bosh run-errand restore` or "
                 "the operator's command disk-snapshots"
             )
-        store = s.disk.mount
-        unfinished = Journal.read(store)
-        if unfinished is not None and unfinished.restore_id == "unknown":
-            raise RestoreFailed(
-                f"the restore journal {Journal.path(store)} cannot be read "
-                f"({unfinished.detail}): a restore of this disk may be unfinished, and "
-                "nothing is guessed. Inspect it; move it away only once the disk is known good"
-            )
-        resume = find_unfinished({me.id: (unfinished, Journal.read_last(store))})
-        replaces = ""
-        if resume is not None:
-            journal = resume.journals[me.id]
-            foreign = [e.instance for e in resume.plan if e.instance != me.label]
-            if foreign:
-                raise RestoreFailed(
-                    f"the journal on this disk ({Journal.path(store)}) is of "
-                    f"{resume.restore_id}, a restore of {', '.join(foreign)} as well: finish "
-                    "it the way it was started (the restore errand or disk-snapshots)"
-                )
-            what = (
-                f"{resume.restore_id} did not finish on this disk (journal {Journal.path(store)}: "
-                f"phase {journal.phase}, snapshot {journal.snapshot_id}, safety snapshot "
-                f"{journal.safety_snapshot_id})"
-            )
-            explicit = {me.label: options.snapshot_id} if options.snapshot_id else {}
-            if not supersedes(resume, explicit, (me,)):
-                self.say(
-                    f"restore: {what}: resuming it with the snapshot its journal names, not "
-                    f"a new choice. To go back instead: snapshots restore --snapshot "
-                    f"{journal.safety_snapshot_id}"
-                )
-                self.restore_id, self.safety_id = resume.restore_id, journal.safety_snapshot_id
-                (entry,) = (replace(e, id=me.id) for e in resume.plan)
-                return entry, "", self._snapshot(entry.snapshot_id)
-            self.say(f"restore: {what}; --snapshot names another snapshot: a new restore")
-            replaces = resume.restore_id
+        resumed, replaces = self._unfinished(me, options)
+        if resumed is not None:
+            return resumed, "", self._snapshot(resumed.snapshot_id)
         catalog = s.catalog()
         if options.snapshot_id and all(x.id != options.snapshot_id for x in catalog):
             # Outside this deployment's catalog: the planner says whose it is, or that
@@ -195,6 +162,47 @@ class SingleRestore:
         )
         self.restore_id = new_restore_id()
         return plan.leader.entry(), replaces, plan.leader.source
+
+    def _unfinished(self, me: Member, options: Options) -> tuple[PlanEntry | None, str]:
+        """What an unfinished journal on this disk means, as the errand reads it: the
+        restore to resume (its entry), or the restore a new one replaces (its id)."""
+        store = self.here.snapshotter.disk.mount
+        path, unfinished = Journal.path(store), Journal.read(store)
+        if unfinished is not None and unfinished.restore_id == "unknown":
+            raise RestoreFailed(
+                f"the restore journal {path} cannot be read ({unfinished.detail}): a "
+                "restore of this disk may be unfinished, and nothing is guessed. Inspect "
+                "it; move it away only once the disk is known good"
+            )
+        resume = find_unfinished({me.id: (unfinished, Journal.read_last(store))})
+        if resume is None:
+            return None, ""
+        journal = resume.journals[me.id]
+        foreign = [e.instance for e in resume.plan if e.instance != me.label]
+        if foreign:
+            raise RestoreFailed(
+                f"the journal on this disk ({path}) is of {resume.restore_id}, a restore of "
+                f"{', '.join(foreign)} as well: finish it the way it was started (the "
+                "restore errand or disk-snapshots)"
+            )
+        what = (
+            f"{resume.restore_id} did not finish on this disk (journal {path}: phase "
+            f"{journal.phase}, snapshot {journal.snapshot_id}, safety snapshot "
+            f"{journal.safety_snapshot_id})"
+        )
+        explicit = {me.label: options.snapshot_id} if options.snapshot_id else {}
+        if supersedes(resume, explicit, (me,)):
+            self.say(f"restore: {what}; --snapshot names another snapshot: a new restore")
+            return None, resume.restore_id
+        self.say(
+            f"restore: {what}: resuming it with the snapshot its journal names, not a new "
+            f"choice. To go back instead: snapshots restore --snapshot "
+            f"{journal.safety_snapshot_id}"
+        )
+        self.restore_id, self.safety_id = resume.restore_id, journal.safety_snapshot_id
+        # The journal's entry, under this VM's id (a recreated VM keeps the disk's journal).
+        (entry,) = (replace(e, id=me.id) for e in resume.plan)
+        return entry, ""
 
     def _snapshot(self, snapshot_id: str) -> Snapshot | None:
         try:
