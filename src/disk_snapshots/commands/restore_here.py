@@ -13,6 +13,7 @@ import sys
 from datetime import timedelta
 
 from disk_snapshots.commands.restore import DRY_RUN_HOLD
+from disk_snapshots.commands.steps import Parser
 from disk_snapshots.config import EXIT_INVALID_CONFIG
 from disk_snapshots.config import ConfigError
 from disk_snapshots.restore.single import Options
@@ -34,7 +35,7 @@ def moment(text: str) -> Target:
         ) from None
 
 
-def add_restore(actions: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_restore(actions: argparse._SubParsersAction[Parser]) -> None:
     restore = actions.add_parser(
         "restore",
         help="restore this instance's disk from a snapshot (single-instance deployments)",
