@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from disk_snapshots.operations import Operations
+from disk_snapshots.providers.loopback import LoopbackProvider
 from disk_snapshots.restore import single
 from disk_snapshots.restore.journal import Journal
 from disk_snapshots.restore.member import RestoreMember
@@ -109,6 +110,37 @@ def test_latest_restores_the_newest_snapshot_in_order_and_says_what_it_did(vm: V
     assert (vm.store / "extra").read_text() == "written after the snapshot"
     # The plan's hold is released once done.
     assert all(not s.annotations.hold_by for s in vm.here.snapshotter.catalog())
+
+
+def test_with_its_snapshots_gone_it_restores_from_the_backup_saying_so(
+    vm: Vm, tmp_path: Path
+) -> None:
+    store = tmp_path / "backup-store"
+    store.mkdir()
+    s = vm.here.snapshotter
+    # The same pool, now with a backup store (as provider.loopback.backup_store gives).
+    provider = s.provider
+    assert isinstance(provider, LoopbackProvider)
+    backed = LoopbackProvider(provider.pool, backup_store=store)
+    vm.here.snapshotter.provider = backed
+    chosen = take(vm, "only the backup keeps this")
+    backup = backed.backup(chosen)
+    assert backup.state == "completed"
+    for snapshot in s.catalog():  # the snapshot pool is lost
+        backed.delete(snapshot.id)
+    (vm.store / "data").write_text("lost")
+
+    code, out, err = vm.restore(Options(Target("latest"), source="auto"))
+
+    assert (code, err) == (0, ""), out
+    assert (vm.store / "data").read_text() == "only the backup keeps this"
+    assert f"copied backup {backup.id} of {chosen} onto the disk" in out
+    assert f"restored snapshot {chosen}" in out and f"from its backup {backup.id}" in out
+    last = Journal.read_last(vm.store)
+    assert last is not None and (last.phase, last.backup_id) == ("done", backup.id)
+    # Only the backup tier: refused before anything stops when the backup is named away.
+    code, out, err = vm.restore(Options(Target("latest"), source="snapshot"))
+    assert code == 1 and "no eligible snapshot" in err, (out, err)
 
 
 def test_a_dry_run_prints_the_plan_and_touches_nothing(vm: Vm) -> None:

@@ -188,7 +188,8 @@ def _hold(runner: Runner, paths: Paths) -> None:
     DRY_RUN_HOLD after a dry run, until the real run; else until this restore ends (or
     its timeout, with room, should the errand die)."""
     seconds = DRY_RUN_HOLD if runner.restore.dry_run else 3 * runner.restore.timeout
-    chosen = [e.snapshot_id for e in runner.plan if e.snapshot_id]
+    # A backup's snapshot may be gone, and snapshot retention never touches a backup.
+    chosen = [e.snapshot_id for e in runner.plan if e.snapshot_id and not e.backup_id]
     until = datetime.now(UTC) + timedelta(seconds=seconds)
     try:
         held = hold.hold(Snapshotter.load(paths).provider, chosen, runner.restore_id, until)

@@ -20,6 +20,7 @@ from disk_snapshots.restore.single import Options
 from disk_snapshots.restore.single import SingleRestore
 from disk_snapshots.restore.standalone import Standalone
 from disk_snapshots.restore.target import Target
+from disk_snapshots.restore.tiers import SOURCES
 from disk_snapshots.snapshot.snapshotter import SNAPSHOT_ERRORS
 from disk_snapshots.snapshot.snapshotter import Paths
 
@@ -71,6 +72,14 @@ def add_restore(actions: argparse._SubParsersAction[Parser]) -> None:
         help="this snapshot (any of this deployment's; a pre-restore safety snapshot to go back)",
     )
     restore.add_argument(
+        "--from",
+        dest="source",
+        choices=SOURCES,
+        default="auto",
+        help="which tier the data comes from: snapshot, backup, or auto (the snapshot while "
+        "it exists, else its backup; the default), as restore.source says for the errand",
+    )
+    restore.add_argument(
         "--dry-run", action="store_true", help="print the plan; stop, copy and write nothing"
     )
 
@@ -90,6 +99,7 @@ def run_restore(args: argparse.Namespace, paths: Paths) -> int:
     options = Options(
         target=args.target or Target("latest"),
         snapshot_id=args.snapshot_id or "",
+        source=args.source,
         dry_run=args.dry_run,
         dry_run_hold=timedelta(seconds=DRY_RUN_HOLD),
     )

@@ -22,6 +22,8 @@ from datetime import datetime
 from datetime import timedelta
 from typing import TextIO
 
+from disk_snapshots.annotations import Annotations
+from disk_snapshots.catalog import Backup
 from disk_snapshots.catalog import Snapshot
 from disk_snapshots.member_errors import MemberError
 from disk_snapshots.members import Member
@@ -43,6 +45,7 @@ from disk_snapshots.restore.resume import find_unfinished
 from disk_snapshots.restore.resume import supersedes
 from disk_snapshots.restore.standalone import Standalone
 from disk_snapshots.restore.target import Target
+from disk_snapshots.restore.tiers import Source
 from disk_snapshots.snapshot.snapshotter import SNAPSHOT_ERRORS
 from disk_snapshots.vm.monit import MonitError
 from disk_snapshots.vm.services import NoService
@@ -62,27 +65,35 @@ def choose_for_instance(
     deployment: str,
     target: Target,
     snapshot_id: str = "",
+    backups: Sequence[Backup] = (),
+    source: Source = "auto",
 ) -> Plan:
     """What this instance's disk gets: the snapshot ``--snapshot`` names (any of this
     deployment's, a safety snapshot too), else the newest eligible snapshot this instance
     group and index took at or before the target. Group and index, not the instance id or
     disk CID: a VM recreated after its disk was lost has new ones, and its old
-    snapshots are still its own. PlanError says why nothing may be restored."""
+    snapshots are still its own. ``source`` chooses the tier as restore.source does
+    (auto: a snapshot's backup when the snapshot is gone). PlanError says why nothing may
+    be restored."""
     if snapshot_id:
         explicit = {me.label: snapshot_id}
-        return plan_restore(catalog, (me,), me.id, deployment, target, POLICY, explicit)
-    mine = [
-        s
-        for s in catalog
-        if (s.annotations.instance_group, s.annotations.index) == (me.group, me.index)
-    ]
-    return plan_restore(mine, (me,), me.id, deployment, target, POLICY)
+        return plan_restore(
+            catalog, (me,), me.id, deployment, target, POLICY, explicit, backups, source
+        )
+
+    def own(a: Annotations) -> bool:
+        return (a.instance_group, a.index) == (me.group, me.index)
+
+    mine = [s for s in catalog if own(s.annotations)]
+    my_backups = [b for b in backups if own(b.annotations)]
+    return plan_restore(mine, (me,), me.id, deployment, target, POLICY, None, my_backups, source)
 
 
 @dataclass(frozen=True)
 class Options:
     target: Target
     snapshot_id: str = ""
+    source: Source = "auto"
     dry_run: bool = False
     # How long a dry run's choice stays held, so that the real run finds the same snapshot.
     dry_run_hold: timedelta = timedelta(hours=1)
@@ -150,7 +161,13 @@ class SingleRestore:
             named = self._snapshot(options.snapshot_id)
             catalog = [*catalog, *([named] if named else [])]
         plan = choose_for_instance(
-            catalog, me, s.config.spec.deployment, options.target, options.snapshot_id
+            catalog,
+            me,
+            s.config.spec.deployment,
+            options.target,
+            options.snapshot_id,
+            s.backups(),
+            options.source,
         )
         for line in plan.choices():
             self.say(line)
@@ -211,6 +228,10 @@ class SingleRestore:
             return None
 
     def _hold(self, entry: PlanEntry, how_long: timedelta) -> None:
+        if entry.backup_id:
+            # From a backup: its snapshot may be gone, and snapshot retention cannot
+            # touch the backup (backup retention keeps the newest of every instance).
+            return
         until = datetime.now(UTC) + how_long
         self.here.hold([entry.snapshot_id], self.restore_id, until)
         self.say(
@@ -244,7 +265,8 @@ class SingleRestore:
         copied = self.here.copy(self.restore_id)
         took = self._timed("copy", began)
         if copied.get("copied"):
-            self.say(f"  copied {entry.snapshot_id} onto the disk in {took}")
+            what = f"backup {entry.backup_id} of " if entry.backup_id else ""
+            self.say(f"  copied {what}{entry.snapshot_id} onto the disk in {took}")
         else:
             self.say(f"  {entry.snapshot_id} was copied by the earlier run")
         self.step = "running import.pre_start"
@@ -294,10 +316,11 @@ class SingleRestore:
         if source is not None:
             a = source.annotations
             taken = f" ({a.trigger}, {a.consistency}, taken {a.created_at:%Y-%m-%d %H:%M:%S} UTC)"
+        from_backup = f" from its backup {entry.backup_id}" if entry.backup_id else ""
         s = self.seconds
         self.say(
             f"restore {self.restore_id}: done: {entry.instance} restored snapshot "
-            f"{entry.snapshot_id}{taken}; safety snapshot {self.safety_id}; "
+            f"{entry.snapshot_id}{taken}{from_backup}; safety snapshot {self.safety_id}; "
             f"{self.here.snapshotter.service.name} answers as {role}; {check}; "
             f"stop {s.get('stop', 0):.1f}s, copy {s.get('copy', 0):.1f}s, "
             f"start {s.get('start', 0):.1f}s, total {s['total']:.1f}s"
