@@ -81,7 +81,7 @@ def test_the_schedule_backs_up_each_new_snapshot_and_retention_keeps_the_last_tw
     with running(s):
         for n in range(3):
             (disk.mount / f"file-{n}").write_bytes(b"x" * 2**20)
-            taken.append(snapshotter.take_clean("manual"))
+            taken.append(snapshotter.take_clean("manual").snapshot)
             wait_for(
                 f"the backup of snapshot {n}",
                 lambda t=taken[-1]: any(
@@ -146,7 +146,7 @@ def test_the_daemons_start_removes_what_a_killed_backup_left(
     paths, doc = vm
     store = tmp_path / "backups"
     snapshotter = configure(paths, doc, store)
-    snapshot = snapshotter.take_clean("manual")
+    snapshot = snapshotter.take_clean("manual").snapshot
     assert isinstance(snapshotter.provider, LoopbackProvider)
     kill(start_hanging_backup(snapshotter.provider, snapshot.id))
     assert [b.state for b in snapshotter.backups()] == ["error"]
@@ -163,8 +163,8 @@ def test_snapshot_retention_keeps_a_snapshot_while_it_is_being_copied(
     paths, doc = vm
     doc["properties"]["retention"] = {"manual": {"keep_last": 1}}
     snapshotter = configure(paths, doc, tmp_path / "backups")
-    first = snapshotter.take_clean("manual")
-    second = snapshotter.take_clean("manual")
+    first = snapshotter.take_clean("manual").snapshot
+    second = snapshotter.take_clean("manual").snapshot
     assert isinstance(snapshotter.provider, LoopbackProvider)
     proc = start_hanging_backup(snapshotter.provider, first.id)
     try:

@@ -53,7 +53,7 @@ CHILD = textwrap.dedent(
         os.kill(os.getpid(), signal.SIGKILL)
 
     clone, run, replace = loopback.clone, loopback.run, pathlib.Path.replace
-    synced = loopback._write_synced
+    synced = loopback.write_synced
 
     def clone_then(source, target):
         if step == "workdir":
@@ -80,7 +80,7 @@ CHILD = textwrap.dedent(
             die()
         return result
 
-    loopback.clone, loopback.run, loopback._write_synced = clone_then, run_then, synced_then
+    loopback.clone, loopback.run, loopback.write_synced = clone_then, run_then, synced_then
     pathlib.Path.replace = replace_then
     if operation == "materialize":
         with provider.materialize(snapshot_id):

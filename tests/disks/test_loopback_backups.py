@@ -124,7 +124,7 @@ HANG = textwrap.dedent(
         return original(*args)
 
     image_copy._read = read
-    LoopbackProvider(Path(pool), Path(store)).backup(snapshot_id)
+    LoopbackProvider(Path(pool), backup_store=Path(store)).backup(snapshot_id)
     """
 )
 
@@ -176,7 +176,10 @@ def test_cleanup_removes_a_killed_backup_too(disk: Disk, store: Path) -> None:
     provider, snapshot = snapshot_of(disk, store)
     kill(start_hanging_backup(provider, snapshot.id))
     (killed,) = provider.backups()
-    assert provider.cleanup_leftovers() == [killed.id]
+    assert [x.describe() for x in provider.leftovers()] == [
+        f"backup leftover {killed.id} (in {store})"
+    ]
+    assert [x.id for x in provider.cleanup_leftovers()] == [killed.id]
     assert provider.backups() == [] and list(store.iterdir()) == []
 
 

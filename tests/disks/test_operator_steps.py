@@ -62,7 +62,7 @@ def test_status_copy_and_finish_as_the_operator_runs_them(
     (store / "data").write_text("after the loss")
     status = standalone.status()
     assert status["disk"]["size_bytes"] == 512 * 2**20  # type: ignore[index]
-    assert status["provider"] == {"type": "loopback", "creates_disks": True}
+    assert status["provider"] == {"type": "loopback", "creates_disks": True, "copy_refusal": ""}
     assert status["service"]["stopped"] is False  # type: ignore[index]
     plan = [entry(standalone, "copy", chosen.id)]
     with pytest.raises(Conflict, match="must be stopped"):

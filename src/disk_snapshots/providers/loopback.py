@@ -286,7 +286,14 @@ class LoopbackProvider:
 
     def leftovers(self) -> builtins.list[Leftover]:
         self._checked_directory()
-        return self.debris.find()
+        found = self.debris.find()
+        if self.backups_store is not None:
+            store = self.backups_store.store
+            found += [
+                Leftover("backup leftover", name, f"in {store}")
+                for name, _ in self.backups_store.leftovers()
+            ]
+        return found
 
     def cleanup_leftovers(self) -> builtins.list[Leftover]:
         self._checked_directory()

@@ -21,6 +21,7 @@ the next backup, the daemon's start and ``bin/snapshots cleanup``) removes it.
 from __future__ import annotations
 
 import builtins
+import functools
 import json
 import logging
 import os
@@ -28,6 +29,7 @@ import re
 import secrets
 import socket
 import time
+from collections.abc import Callable
 from collections.abc import Iterator
 from collections.abc import Mapping
 from contextlib import contextmanager
@@ -275,11 +277,14 @@ class LoopbackBackups:
         with mounted_clone(image, self.store, prefix, check) as mountpoint:
             yield mountpoint
 
-    def cleanup_leftovers(self) -> builtins.list[str]:
-        """Remove what killed backups and restores left in the store; what was removed."""
+    def leftovers(self) -> builtins.list[tuple[str, Callable[[], None]]]:
+        """What killed backups and restores left in the store, each with what releases it:
+        a pending record nobody holds the lock of, a lock, partial or image without a
+        record, a restore's work directory; none of a process still running."""
         if not self.store.is_dir():
             return []
-        removed: builtins.list[str] = []
+        found: builtins.list[tuple[str, Callable[[], None]]] = []
+        gone: set[str] = set()
         for path in sorted(self.store.glob("bkp-*.json")):
             backup_id = path.stem
             try:
@@ -287,23 +292,29 @@ class LoopbackBackups:
             except (OSError, ValueError):
                 continue
             if record.get("state") == "pending" and not is_held(self._paths(backup_id)[3]):
-                self._remove(backup_id)
-                removed.append(backup_id)
-        listed = {p.stem for p in self.store.glob("bkp-*.json")}
+                found.append((backup_id, functools.partial(self._remove, backup_id)))
+                gone.add(backup_id)
+        listed = {p.stem for p in self.store.glob("bkp-*.json")} - gone
         for path in sorted(self.store.glob(".bkp-*.lock")):
             backup_id = path.name[1:].removesuffix(".lock")
-            if _ID.match(backup_id) and backup_id not in listed and _unused(path, path):
-                self._remove(backup_id)
-                removed.append(backup_id)
+            if _ID.match(backup_id) and backup_id not in listed | gone and _unused(path, path):
+                found.append((backup_id, functools.partial(self._remove, backup_id)))
+                gone.add(backup_id)
         for path in sorted([*self.store.glob(".bkp-*.partial"), *self.store.glob("bkp-*.img")]):
             backup_id = path.name.lstrip(".").split(".")[0]
-            if backup_id not in listed and _unused(path, self.store / f".{backup_id}.lock"):
-                path.unlink(missing_ok=True)
-                removed.append(path.name)
+            lock = self.store / f".{backup_id}.lock"
+            if backup_id not in listed | gone and _unused(path, lock):
+                found.append((path.name, functools.partial(path.unlink, missing_ok=True)))
         for work in sorted(self.store.glob(f"{MATERIALIZE_PREFIX}*")):
             if work.is_dir() and _unused(work, work / "lock"):
-                detach_leftover(work)
-                removed.append(work.name)
-        for name in removed:
+                found.append((work.name, functools.partial(detach_leftover, work)))
+        return found
+
+    def cleanup_leftovers(self) -> builtins.list[str]:
+        """Remove what ``leftovers`` finds; the names of what was removed."""
+        removed: builtins.list[str] = []
+        for name, release in self.leftovers():
+            release()
+            removed.append(name)
             log.info("removed leftover %s from %s", name, self.store)
         return removed
