@@ -118,9 +118,16 @@ def fast_schedule(path: Path) -> Path:
 
 def lose_the_disk(lb: LocalBosh) -> None:
     """The Director's disk is gone: the VM and its disk are deleted (drain still takes its
-    pre-delete snapshot, as delete-env's does), and a new one comes up empty."""
+    pre-delete snapshot, as delete-env's does), and a new one comes up empty, made with
+    the same credentials: create-env runs again with the operator's creds.yml, so the
+    restored database's passwords are the ones the new VM's jobs are configured with."""
+    creds = Layout(lb.home).deployment("bosh") / "vars-store.yml"
+    kept = creds.read_text()
     lb.run("-d", "bosh", "delete-deployment")
     lb.run("clean-up", "--all")
+    creds.parent.mkdir(parents=True, exist_ok=True)
+    creds.touch(mode=0o600)
+    creds.write_text(kept)
     deploy(lb)
 
 
