@@ -28,6 +28,8 @@ class OpenstackSettings:
     ca_cert: str
     insecure: bool
     group_type: str
+    # Where Cinder puts our backups (``container`` of backup-create); "" turns them off.
+    backup_container: str = ""
 
     @classmethod
     def unset(cls) -> OpenstackSettings:
@@ -64,6 +66,10 @@ def read_openstack(openstack: Reader, *, required: bool) -> OpenstackSettings:
         ca_cert=openstack.get("ca_cert").pem("CERTIFICATE"),
         insecure=openstack.get("insecure").boolean(),
         group_type=openstack.get("group_type").string(),
+        # Newer than some rendered configs (a test's, an older release's): absent is off.
+        backup_container=""
+        if openstack.get("backup_container").missing
+        else openstack.get("backup_container").string(),
     )
     if not required:
         return settings

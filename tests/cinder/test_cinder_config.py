@@ -119,6 +119,26 @@ def test_bad_openstack_properties_are_named(openstack: dict[str, Any], problem: 
     assert any(p.startswith(problem) for p in problems), problems
 
 
+def test_backups_go_to_the_container_named() -> None:
+    keystone = {
+        "auth_url": "https://keystone.example.com:5000/v3",
+        "application_credential_id": "0123abcd",
+        "application_credential_secret": "s3cret",
+    }
+    off = load_snapshotter_config(openstack_doc(**keystone))
+    assert off.provider.openstack.backup_container == ""
+    doc = openstack_doc(**keystone, backup_container="disk-snapshots")
+    doc["properties"]["backups"] = {"cron": "15 3 * * *"}
+    config = load_snapshotter_config(doc)
+    assert config.provider.openstack.backup_container == "disk-snapshots"
+    assert config.backups.cron == "15 3 * * *"
+    del doc["properties"]["provider"]["openstack"]["backup_container"]
+    assert problems_of(doc) == [
+        "snapshotter.provider.openstack.backup_container: required when backups.cron is set "
+        "(backups need somewhere to go)"
+    ]
+
+
 def test_openstack_properties_are_not_required_for_other_providers() -> None:
     config = load_snapshotter_config(snapshotter_doc())
     assert config.provider.type == "loopback"

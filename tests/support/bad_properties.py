@@ -19,6 +19,12 @@ from support.configdocs import spec_defaults
 HOURLY = {"name": "hourly", "cron": "0 * * * *", "timezone": "UTC", "jitter": 300}
 NIGHTLY = {"name": "nightly", "cron": "0 2 * * *", "timezone": "Europe/Berlin"}
 PEM_CERT = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+# An openstack-cinder provider the loader accepts, so that only the case's problem shows.
+KEYSTONE_APP = {
+    "auth_url": "https://keystone.example.com:5000/v3",
+    "application_credential_id": "0123abcd",
+    "application_credential_secret": "not-a-real-secret",
+}
 
 
 @dataclass(frozen=True)
@@ -28,6 +34,8 @@ class BadProperty:
     value: object
     message: str  # how the problem line starts
     at_render: bool = True
+    # Other properties set with it, (path, value) each: a rule across keys needs them.
+    also: tuple[tuple[tuple[str | int, ...], object], ...] = ()
 
     @property
     def id(self) -> str:
@@ -38,22 +46,15 @@ class BadProperty:
         props = spec_defaults(self.job)
         if self.path[0] == "schedules":
             props["schedules"] = [dict(HOURLY)]
-        node: Any = props
-        for part in self.path[:-1]:
-            node = node[part] if isinstance(part, int) else node.setdefault(part, {})
-        leaf = self.path[-1]
-        value = copy.deepcopy(self.value)
-        if isinstance(leaf, int) and leaf == len(node):
-            node.append(value)
-        elif isinstance(value, dict) and isinstance(node.get(leaf), dict):
-            _merge(node[leaf], value)  # the Director binds each declared key on its own
-        else:
-            node[leaf] = value
+        for path, value in (*self.also, (self.path, self.value)):
+            _put(props, path, value)
         return props
 
     def manifest_value(self) -> tuple[tuple[str, ...], object]:
         """Where to put it in a manifest's job properties (keys), and what: a list is
         given whole, because the Director binds a list property as one value."""
+        # One ops-file operation holds one value; a case with ``also`` needs more.
+        assert not self.also, f"{self.id} sets more than one property"
         keys: list[str] = []
         for part in self.path:
             if isinstance(part, int):
@@ -61,6 +62,20 @@ class BadProperty:
                 return tuple(keys), _reach(full, keys)
             keys.append(part)
         return tuple(keys), self.value
+
+
+def _put(props: dict[str, Any], path: tuple[str | int, ...], value: object) -> None:
+    node: Any = props
+    for part in path[:-1]:
+        node = node[part] if isinstance(part, int) else node.setdefault(part, {})
+    leaf = path[-1]
+    value = copy.deepcopy(value)
+    if isinstance(leaf, int) and leaf == len(node):
+        node.append(value)
+    elif isinstance(value, dict) and isinstance(node.get(leaf), dict):
+        _merge(node[leaf], value)  # the Director binds each declared key on its own
+    else:
+        node[leaf] = value
 
 
 def _merge(into: dict[str, Any], changes: dict[str, Any]) -> None:
@@ -278,6 +293,21 @@ CASES = [
         ("restore", "source"),
         "tape",
         'restore.restore.source: "tape" is not allowed; allowed: auto, snapshot, backup',
+    ),
+    BadProperty(
+        "snapshotter",
+        ("backups", "cron"),
+        "15 3 * * *",
+        "snapshotter.provider.openstack.backup_container: required when backups.cron is set "
+        "(backups need somewhere to go)",
+        also=((("provider",), {"type": "openstack-cinder", "openstack": KEYSTONE_APP}),),
+    ),
+    BadProperty(
+        "snapshotter",
+        ("provider", "openstack", "backup_container"),
+        "disk\nsnapshots",
+        'snapshotter.provider.openstack.backup_container: "disk\\nsnapshots" is not a '
+        "container name on one line",
     ),
     schedule(
         {"cron": "61 * * * *"},
