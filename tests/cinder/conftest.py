@@ -56,7 +56,6 @@ def make_provider(cinder_local: CinderLocal) -> Iterator[MakeProvider]:
             "poll_interval": 0.1,
             "retry_delays": (0.05, 0.1, 0.2),
             "snapshot_timeout": 120.0,
-            "backup_timeout": 300.0,
             "volume_timeout": 300.0,
         }
         provider = OpenstackCinderProvider(noauth_settings(**settings), **(options | overrides))

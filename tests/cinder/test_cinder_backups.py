@@ -17,25 +17,35 @@ import pytest
 
 from disk_snapshots.catalog import Query
 from disk_snapshots.providers.base import ProviderError
-from disk_snapshots.providers.base import UnknownSnapshot
+from disk_snapshots.providers.base import UnknownBackup
 from disk_snapshots.providers.openstack_cinder import OpenstackCinderProvider
 from disk_snapshots.vm.instance import Disk
 from support.annotations import sample_annotations
 from support.cinder import Admin
+from support.cinder import MakeProvider
 from support.cinder import VolumeFiles
+from support.cinder import completed
 
 pytestmark = pytest.mark.cinder
 
 MIB = 1 << 20
+CONTAINER = "disk-snapshots-tests"
 
 
 def disk_of(volume_id: str) -> Disk:
     return Disk(cid=volume_id, mount=Path("/var/vcap/store"), hint={})
 
 
+@pytest.fixture
+def backing(make_provider: MakeProvider) -> OpenstackCinderProvider:
+    """The provider with backups on."""
+    return make_provider(backup_container=CONTAINER)
+
+
 def test_full_then_incremental_backup_restores_what_was_written(
-    provider: OpenstackCinderProvider, admin: Admin, deployment: str, volume_files: VolumeFiles
+    backing: OpenstackCinderProvider, admin: Admin, deployment: str, volume_files: VolumeFiles
 ) -> None:
+    provider = backing
     volume_id = admin.create_volume(deployment)
     first, second = os.urandom(64 * 1024), os.urandom(64 * 1024)
     volume_files.write(volume_id, first, 0)
@@ -43,9 +53,17 @@ def test_full_then_incremental_backup_restores_what_was_written(
         disk_of(volume_id),
         sample_annotations(deployment=deployment, disk_cid=volume_id, minutes_ago=5),
     )
-    full = provider.backup(before.id)
-    assert (full.incremental, full.state, full.snapshot_id) == (False, "completed", before.id)
+    started = provider.backup(before.id)
+    # Cinder copies on its own: backup() does not wait for it.
+    assert (started.state, started.source_snapshot, started.location) == (
+        "pending",
+        before.id,
+        CONTAINER,
+    )
+    full = completed(provider, started.id)
+    assert (full.state, full.source_snapshot) == ("completed", before.id)
     assert full.annotations == before.annotations
+    assert admin.backup(full.id)["is_incremental"] is False
     # The driver can copy only a volume's first snapshot (see the module docstring).
     provider.delete(before.id)
     assert admin.gone("snapshot", before.id)
@@ -55,20 +73,22 @@ def test_full_then_incremental_backup_restores_what_was_written(
         disk_of(volume_id),
         sample_annotations(deployment=deployment, disk_cid=volume_id, trigger="pre-deploy"),
     )
-    incremental = provider.backup(after.id)
-    assert incremental.incremental is True
-    assert admin.call("GET", f"/backups/{incremental.id}")["backup"]["snapshot_id"] == after.id
-    raw = admin.call("GET", f"/backups/{incremental.id}")["backup"]
+    incremental = completed(provider, provider.backup(after.id).id)
+    raw = admin.backup(incremental.id)
+    assert (raw["is_incremental"], raw["snapshot_id"], raw["container"]) == (
+        True,
+        after.id,
+        CONTAINER,
+    )
     assert raw["metadata"]["disk-snapshots:trigger"] == "pre-deploy"
     assert raw["metadata"]["disk-snapshots:source_snapshot"] == after.id
+    assert raw["metadata"]["disk-snapshots:parent_backup"] == full.id
 
     assert [b.id for b in provider.backups(Query(deployment=deployment))] == [
         incremental.id,
         full.id,
     ]
     assert provider.get_backup(full.id) == full
-    with pytest.raises(ProviderError, match="Incremental backups exist"):
-        provider.delete_backup(full.id)
 
     restored = provider.create_disk_from_backup(incremental.id, disk_of(volume_id), {})
     assert (restored.zone, restored.snapshot_id, restored.size_mib) == ("nova", after.id, 1024)
@@ -78,12 +98,21 @@ def test_full_then_incremental_backup_restores_what_was_written(
     assert metadata["disk-snapshots:source_backup"] == incremental.id
     assert metadata["disk-snapshots:source_snapshot"] == after.id
     assert metadata["disk-snapshots:deployment"] == deployment
+    assert "disk-snapshots:parent_backup" not in metadata
 
-    provider.delete_backup(incremental.id)
-    assert admin.gone("backup", incremental.id)
+    # The incremental one depends on the full one: deleting that releases it (out of the
+    # catalog at once), and it goes once the incremental one has gone.
     provider.delete_backup(full.id)
+    assert [b.id for b in provider.backups(Query(deployment=deployment))] == [incremental.id]
+    assert admin.backup(full.id)["metadata"]["disk-snapshots:released"] == "true"
+    with pytest.raises(UnknownBackup, match="was deleted"):
+        provider.get_backup(full.id)
+    provider.delete_backup(incremental.id)
     # Being deleted is as good as gone for the catalog.
     assert provider.backups(Query(deployment=deployment)) == []
+    assert admin.gone("backup", incremental.id)
+    assert [leftover.id for leftover in provider.leftovers()] == [full.id]
+    assert [leftover.id for leftover in provider.cleanup_leftovers()] == [full.id]
     assert admin.gone("backup", full.id)
 
 
@@ -127,15 +156,25 @@ def test_a_disk_from_a_snapshot_holds_the_snapshot_not_later_writes(
 
 
 def test_backups_that_are_not_ours_are_refused(
-    provider: OpenstackCinderProvider, admin: Admin, deployment: str
+    backing: OpenstackCinderProvider, admin: Admin, deployment: str
 ) -> None:
+    provider = backing
     volume_id = admin.create_volume(deployment)
     theirs = admin.call("POST", "/backups", json={"backup": {"volume_id": volume_id}})["backup"]
     admin.wait("backup", theirs["id"], timeout=300)
-    with pytest.raises(UnknownSnapshot, match="not made by disk-snapshots"):
+    with pytest.raises(UnknownBackup, match="not made by disk-snapshots"):
         provider.delete_backup(theirs["id"])
-    with pytest.raises(UnknownSnapshot, match="not made by disk-snapshots"):
+    with pytest.raises(UnknownBackup, match="not made by disk-snapshots"):
+        provider.get_backup(theirs["id"])
+    with pytest.raises(UnknownBackup, match="not made by disk-snapshots"):
         provider.create_disk_from_backup(theirs["id"], disk_of(volume_id), {})
     assert theirs["id"] not in {b.id for b in provider.backups()}
-    with pytest.raises(UnknownSnapshot, match="does not exist"):
+    with pytest.raises(UnknownBackup, match="does not exist"):
         provider.get_backup("00000000-0000-4000-8000-000000000000")
+    # A backup of ours is never chained to theirs, newer though it is: theirs could not
+    # be deleted while ours depended on it.
+    taken = provider.snapshot(
+        disk_of(volume_id), sample_annotations(deployment=deployment, disk_cid=volume_id)
+    )
+    ours = completed(provider, provider.backup(taken.id).id)
+    assert admin.backup(ours.id)["is_incremental"] is False

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -11,8 +13,14 @@ from disk_snapshots.catalog import Query
 from disk_snapshots.config import ConfigError
 from disk_snapshots.config import load_snapshotter_config
 from disk_snapshots.providers.base import ProviderError
+from disk_snapshots.providers.base import UnknownBackup
 from disk_snapshots.providers.base import UnknownSnapshot
+from disk_snapshots.providers.cinder_backups import backup_record
+from disk_snapshots.providers.cinder_backups import incremental_parent
+from disk_snapshots.providers.cinder_metadata import COMPLETED_KEY
 from disk_snapshots.providers.cinder_metadata import MARKER_KEY
+from disk_snapshots.providers.cinder_metadata import PARENT_BACKUP_KEY
+from disk_snapshots.providers.cinder_metadata import RELEASED_KEY
 from disk_snapshots.providers.cinder_metadata import check_uuid
 from disk_snapshots.providers.cinder_metadata import cinder_volume_id
 from disk_snapshots.providers.cinder_metadata import is_ours
@@ -157,7 +165,7 @@ def test_ids_are_checked_before_they_reach_a_url() -> None:
     assert check_uuid(VOLUME, "volume") == VOLUME
     with pytest.raises(UnknownSnapshot):
         check_uuid("../../os-services")
-    with pytest.raises(ProviderError, match="not a Cinder backup id"):
+    with pytest.raises(UnknownBackup, match="not a Cinder backup id"):
         check_uuid(VOLUME.upper(), "backup")
 
 
@@ -190,3 +198,77 @@ def test_cinder_statuses() -> None:
         "error",
         "error",
     ]
+
+
+OURS = {MARKER_KEY: "openstack-cinder", "disk-snapshots:schema": "1"}
+SNAPSHOT = {"id": VOLUME, "created_at": "2026-12-01T12:00:00.000000"}
+
+
+def raw_backup(
+    backup_id: str, when: str, *, incremental: bool = False, parent: str = "", **extra: Any
+) -> dict[str, Any]:
+    metadata = dict(OURS) | ({PARENT_BACKUP_KEY: parent} if parent else {})
+    return {
+        "id": backup_id,
+        "status": "available",
+        "container": "c",
+        "data_timestamp": f"2026-12-01T{when}:00.000000",
+        "is_incremental": incremental,
+        "metadata": metadata,
+    } | extra
+
+
+def test_a_backup_is_incremental_only_onto_a_whole_chain_of_ours() -> None:
+    full = raw_backup("a", "08:00")
+    inc = raw_backup("b", "09:00", incremental=True, parent="a")
+    assert incremental_parent([full], SNAPSHOT, "c") == "a"
+    assert incremental_parent([full, inc], SNAPSHOT, "c") == "b"
+    # Cinder chains to the newest data before the snapshot, so that decides.
+    later = raw_backup("z", "13:00")
+    assert incremental_parent([full, inc, later], SNAPSHOT, "c") == "b"
+    # Full instead: Cinder's parent would be another container's, failed, not ours, ...
+    assert incremental_parent([full], SNAPSHOT, "other") is None
+    assert incremental_parent([raw_backup("a", "08:00", status="error")], SNAPSHOT, "c") is None
+    assert incremental_parent([raw_backup("a", "08:00", metadata={})], SNAPSHOT, "c") is None
+    # ... or its chain lost a backup to retention (released), or the chain is unknown.
+    released = raw_backup("a", "08:00", metadata=OURS | {RELEASED_KEY: "true"})
+    assert incremental_parent([released, inc], SNAPSHOT, "c") is None
+    assert incremental_parent([inc], SNAPSHOT, "c") is None
+    unrecorded = raw_backup("b", "09:00", incremental=True)
+    assert incremental_parent([full, unrecorded], SNAPSHOT, "c") is None
+    # Two with the same data (two backups of one snapshot): Cinder's pick is its own.
+    assert incremental_parent([full, raw_backup("a2", "08:00")], SNAPSHOT, "c") is None
+    assert incremental_parent([], SNAPSHOT, "c") is None
+
+
+def test_a_cinder_backup_as_the_catalog_shows_it() -> None:
+    annotations = sample_annotations()
+    raw = {
+        "id": VOLUME,
+        "status": "error",
+        "container": "c",
+        "size": 2,
+        "created_at": "2026-12-01T12:00:01.000000",
+        "updated_at": "2026-12-01T12:05:00.000000",
+        "fail_reason": "[Errno 28] No space left on device",
+        "snapshot_id": VOLUME,
+        "metadata": metadata_of(annotations) | {"disk-snapshots:source_snapshot": VOLUME},
+    }
+    failed = backup_record(raw)
+    assert (failed.state, failed.detail, failed.location, failed.source_snapshot) == (
+        "error",
+        "[Errno 28] No space left on device",
+        "c",
+        VOLUME,
+    )
+    assert failed.annotations == annotations and failed.size_bytes == 2 << 30
+    assert failed.completed_at is None
+    done = backup_record(raw | {"status": "available"})
+    assert (done.state, done.detail) == ("completed", "")
+    assert done.completed_at == datetime(2026, 12, 1, 12, 5, tzinfo=UTC)
+    stamped = dict(raw["metadata"]) | {COMPLETED_KEY: "2026-12-01T12:04:00.000000Z"}
+    done = backup_record(raw | {"status": "available", "metadata": stamped})
+    assert done.completed_at == datetime(2026, 12, 1, 12, 4, tzinfo=UTC)
+    assert backup_record(raw | {"status": "creating"}).state == "pending"
+    with pytest.raises(UnknownBackup, match="not a Cinder backup id"):
+        check_uuid("bkp-1", "backup")

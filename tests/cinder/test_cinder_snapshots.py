@@ -137,8 +137,9 @@ def test_refuses_unknown_and_malformed_ids(provider: OpenstackCinderProvider) ->
 
 
 def test_refuses_a_snapshot_without_our_metadata(
-    provider: OpenstackCinderProvider, admin: Admin, deployment: str
+    make_provider: MakeProvider, admin: Admin, deployment: str
 ) -> None:
+    provider = make_provider(backup_container="disk-snapshots-tests")
     volume_id = admin.create_volume(deployment)
     foreign = admin.call(
         "POST",

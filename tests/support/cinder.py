@@ -21,6 +21,7 @@ from typing import Any
 
 import requests
 
+from disk_snapshots.catalog import Backup
 from disk_snapshots.openstack_settings import OpenstackSettings
 from disk_snapshots.providers.openstack_cinder import OpenstackCinderProvider
 from support.net import free_ports
@@ -207,6 +208,9 @@ class Admin:
     def snapshot(self, snapshot_id: str) -> dict[str, Any]:
         return dict(self.call("GET", f"/snapshots/{snapshot_id}")["snapshot"])
 
+    def backup(self, backup_id: str) -> dict[str, Any]:
+        return dict(self.call("GET", f"/backups/{backup_id}")["backup"])
+
     def gone(self, kind: str, resource_id: str, timeout: float = 60) -> bool:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -267,6 +271,18 @@ class VolumeFiles:
                 return f.read(length)
         finally:
             raw.unlink()
+
+
+def completed(provider: OpenstackCinderProvider, backup_id: str, timeout: float = 300) -> Backup:
+    """The backup once Cinder has finished copying it (as BackupRunner polls for it)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        backup = provider.get_backup(backup_id)
+        if backup.state != "pending":
+            return backup
+        if time.monotonic() > deadline:
+            raise AssertionError(f"backup {backup_id} still pending after {timeout}s")
+        time.sleep(0.2)
 
 
 def have_qemu() -> bool:

@@ -13,6 +13,7 @@ from disk_snapshots.annotations import Annotations
 from disk_snapshots.catalog import Query
 from disk_snapshots.catalog import State
 from disk_snapshots.providers.base import ProviderError
+from disk_snapshots.providers.base import UnknownBackup
 from disk_snapshots.providers.base import UnknownSnapshot
 from disk_snapshots.vm.instance import Disk
 
@@ -30,7 +31,18 @@ SOURCE_BACKUP_KEY = TAG_PREFIX + "source_backup"
 # A group-snapshot member that retention let go of: Cinder deletes members only together,
 # as their group snapshot, once every member is released.
 RELEASED_KEY = TAG_PREFIX + "released"
-PROVIDER_KEYS = (MARKER_KEY, SOURCE_SNAPSHOT_KEY, SOURCE_BACKUP_KEY, RELEASED_KEY)
+# A backup's bookkeeping: the backup Cinder chained an incremental one to (the API does
+# not say), and when it was first seen complete (updated_at moves on later).
+PARENT_BACKUP_KEY = TAG_PREFIX + "parent_backup"
+COMPLETED_KEY = TAG_PREFIX + "backup_completed_at"
+PROVIDER_KEYS = (
+    MARKER_KEY,
+    SOURCE_SNAPSHOT_KEY,
+    SOURCE_BACKUP_KEY,
+    RELEASED_KEY,
+    PARENT_BACKUP_KEY,
+    COMPLETED_KEY,
+)
 # Free text may be cut to fit; identifiers never are.
 TRUNCATABLE = (TAG_PREFIX + "note", TAG_PREFIX + "set_reason")
 # The volume metadata the OpenStack CPI writes from the Director's set_disk_metadata.
@@ -49,8 +61,11 @@ def check_uuid(value: object, what: str = "snapshot") -> str:
     """Refuse anything but a Cinder id before it reaches a URL."""
     if not isinstance(value, str) or not UUID.match(value):
         message = f"{value!r} is not a Cinder {what} id (a lowercase UUID)"
+        # The ids an operator gives are bad arguments; any other is Cinder's answer.
         if what == "snapshot":
             raise UnknownSnapshot(message)
+        if what == "backup":
+            raise UnknownBackup(message)
         raise ProviderError(message)
     return value
 

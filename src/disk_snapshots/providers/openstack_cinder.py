@@ -8,9 +8,11 @@ not when the API answers (202), so ``snapshot`` polls until ``available``, with 
 deadline, inside the freeze; ``error`` is reported with Cinder's reason.
 
 Beyond the ``Provider`` protocol: group snapshots for sets (``GroupSnapshots``, in
-cinder_groups), backups and new volumes for the backup tier and the replace restore
+cinder_groups), the backup tier (``BackupTier``: Cinder backups into
+``provider.openstack.backup_container``) and new volumes for the replace restore
 (cinder_backups). A copy restore needs a new volume attached to this VM, which is Nova's
-(``os-volume_attachments``): ``materialize`` refuses and points to the replace method.
+(``os-volume_attachments``): ``materialize`` and ``materialize_backup`` refuse and point
+to the replace method.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import disk_snapshots.providers.cinder_groups as cinder_groups
 from disk_snapshots.annotations import TAG_PREFIX
 from disk_snapshots.annotations import AnnotationError
 from disk_snapshots.annotations import Annotations
+from disk_snapshots.catalog import Backup
 from disk_snapshots.catalog import Query
 from disk_snapshots.catalog import Snapshot
 from disk_snapshots.catalog import select
@@ -43,7 +46,7 @@ from disk_snapshots.providers.base import ProviderError
 from disk_snapshots.providers.base import UnknownSnapshot
 from disk_snapshots.providers.cinder_api import CinderApi
 from disk_snapshots.providers.cinder_api import CinderNotFound
-from disk_snapshots.providers.cinder_backups import Backup
+from disk_snapshots.providers.cinder_metadata import COMPLETED_KEY
 from disk_snapshots.providers.cinder_metadata import MARKER
 from disk_snapshots.providers.cinder_metadata import MARKER_KEY
 from disk_snapshots.providers.cinder_metadata import SCHEMA_KEY
@@ -65,6 +68,8 @@ from disk_snapshots.vm.instance import Disk
 log = logging.getLogger(__name__)
 # No set in flight is this old (a freeze lasts 300 s at most): older leftovers are debris.
 SET_GRACE = timedelta(minutes=30)
+# How long a backup waits for its snapshot still being made, when no deadline is given.
+SOURCE_WAIT = 3600.0
 
 
 class OpenstackCinderProvider:
@@ -79,7 +84,6 @@ class OpenstackCinderProvider:
         retry_delays: Sequence[float] = (1.0, 2.0, 4.0),
         poll_interval: float = 0.5,
         snapshot_timeout: float = 300.0,
-        backup_timeout: float = 3600.0,
         volume_timeout: float = 600.0,
         page_size: int = 1000,
         sleep: Callable[[float], None] = time.sleep,
@@ -95,7 +99,7 @@ class OpenstackCinderProvider:
         )
         self.group_type = settings.group_type
         self.snapshot_timeout = snapshot_timeout
-        self.backup_timeout = backup_timeout
+        self.backup_container = settings.backup_container
         self.volume_timeout = volume_timeout
         # The volume prepare() read, so that snapshot() inside the freeze makes one request.
         self._prepared: dict[str, dict[str, Any]] = {}
@@ -284,34 +288,95 @@ class OpenstackCinderProvider:
         cinder_groups.release_unclaimed(self.api, snapshot_id)
 
     def leftovers(self, min_age: timedelta = SET_GRACE) -> builtins.list[Leftover]:
-        """What a set whose coordinator died left behind; nothing is changed."""
-        return cinder_groups.cleanup_leftovers(
+        """What a set whose coordinator died left behind, and released backups nothing
+        depends on any more; nothing is changed."""
+        found = cinder_groups.cleanup_leftovers(
             self.api, min_age, self.volume_timeout, release=False
         )
+        return found + [
+            _released(check_uuid(raw.get("id"), "backup"))
+            for raw in cinder_backups.releasable(self.api)
+        ]
 
     def cleanup_leftovers(self, min_age: timedelta = SET_GRACE) -> builtins.list[Leftover]:
-        """What a set whose coordinator died left behind (``bin/snapshots cleanup``)."""
-        return cinder_groups.cleanup_leftovers(self.api, min_age, self.volume_timeout)
+        """What a set whose coordinator died left behind, and released backups nothing
+        depends on any more (``bin/snapshots cleanup``). A backup killed midway leaves
+        nothing: Cinder finishes it or marks it error, and backup retention deletes it."""
+        found = cinder_groups.cleanup_leftovers(self.api, min_age, self.volume_timeout)
+        return found + [_released(b) for b in cinder_backups.sweep(self.api)]
 
-    # -- backups and new volumes (the backup tier and the replace restore) ----------------
+    # -- the backup tier (BackupTier) ----------------------------------------------------
 
-    def backup(self, snapshot_id: str, *, incremental: bool | None = None) -> Backup:
-        """``backup-create`` from a snapshot of ours: incremental when the volume has a
-        backup already (or as ``incremental`` says), returned once available."""
-        return cinder_backups.create_backup(
-            self.api, self._ours(snapshot_id), incremental=incremental, timeout=self.backup_timeout
-        )
+    backup_property = "provider.openstack.backup_container"
 
-    def backups(
-        self, query: Query | None = None, *, volume_id: str | None = None
-    ) -> builtins.list[Backup]:
-        return cinder_backups.list_backups(self.api, query, volume_id=volume_id)
+    @property
+    def backup_location(self) -> str:
+        return self.backup_container
+
+    def backup(self, snapshot_id: str, timeout: float | None = None) -> Backup:
+        """``backup-create`` of a snapshot of ours into the backup container, returned
+        ``pending`` as soon as Cinder accepted it (Cinder copies on its own: poll
+        ``get_backup``); ``timeout`` bounds the wait for a snapshot still being made."""
+        if not self.backup_container:
+            raise ProviderError(f"backups are off: {self.backup_property} is empty")
+        raw = self._ours(snapshot_id)
+        if state_of(raw.get("status")) == "pending":
+            wait = SOURCE_WAIT if timeout is None else timeout
+            raw = self.api.wait("snapshot", snapshot_id, "available", wait, ("creating",))
+        backup_id = cinder_backups.start_backup(self.api, raw, self.backup_container)
+        return self.get_backup(backup_id)
+
+    def backups(self, query: Query | None = None) -> builtins.list[Backup]:
+        """Our backups in every container, newest point in time first, also those whose
+        snapshot is gone; those retention released are out of the catalog already."""
+        return cinder_backups.list_backups(self.api, query)
 
     def get_backup(self, backup_id: str) -> Backup:
-        return cinder_backups.backup_record(cinder_backups.read_backup(self.api, backup_id))
+        """One of our backups as Cinder reports it now; the first time it is seen
+        ``available``, when that was is written into its metadata."""
+        raw = cinder_backups.read_backup(self.api, backup_id)
+        try:
+            backup = cinder_backups.backup_record(raw)
+        except AnnotationError as err:
+            raise ProviderError(f"backup {backup_id} has damaged metadata: {err}") from None
+        if backup.state != "completed" or COMPLETED_KEY in metadata_dict(raw):
+            return backup
+        try:
+            return cinder_backups.backup_record(cinder_backups.stamp_completed(self.api, raw))
+        except ProviderError as err:
+            # The backup is complete all the same; its time is Cinder's updated_at until
+            # a later look records it.
+            log.warning("backup %s: completion time not recorded: %s", backup_id, err)
+            return backup
 
     def delete_backup(self, backup_id: str) -> None:
-        cinder_backups.delete_backup(self.api, backup_id)
+        """Delete a backup of ours; one that incremental backups depend on is released
+        (out of the catalog) and deleted once they are, by this or a later delete."""
+        volume_id = cinder_backups.delete_backup(self.api, backup_id)
+        if not volume_id:
+            return
+        try:
+            cinder_backups.sweep(self.api, volume_id)
+        except ProviderError as err:
+            # What was asked is done; the next delete or cleanup sweeps again.
+            log.warning("released backups of volume %s not swept: %s", volume_id, err)
+
+    def backup_refusal(self) -> str:
+        return (
+            "openstack-cinder cannot restore a backup by copying: a volume made from it "
+            "would have to be attached to this VM, which needs Nova (os-volume_attachments), "
+            "which this release does not drive. While the backup's snapshot exists, restore "
+            "that with disk-snapshots restore --method replace; once only the backup is left, "
+            "make a volume from it in the instance's availability zone (cinder create "
+            "--backup-id, API 3.47, or cinder backup-restore) and attach it with bosh "
+            "attach-disk GROUP/ID VOLUME --disk-properties=copy between bosh stop and bosh start"
+        )
+
+    def materialize_backup(self, backup_id: str, az: str = "") -> AbstractContextManager[Path]:
+        """Refused (backup_refusal): the copy restore's twin of ``materialize``."""
+        raise ProviderError(f"backup {backup_id}: {self.backup_refusal()}")
+
+    # -- new volumes (the replace restore) ------------------------------------------------
 
     def create_disk(self, snapshot_id: str, like: Disk, labels: Mapping[str, str]) -> NewDisk:
         """A new volume holding the snapshot, for ``bosh attach-disk`` (the replace restore):
@@ -335,3 +400,11 @@ class OpenstackCinderProvider:
     def _zone_of(self, disk: Disk) -> str:
         volume = cinder_groups.read_volume(self.api, cinder_volume_id(disk))
         return str(volume.get("availability_zone") or "")
+
+
+def _released(backup_id: str) -> Leftover:
+    return Leftover(
+        "released backup",
+        backup_id,
+        "backup retention let it go while incremental backups depended on it; none does now",
+    )
