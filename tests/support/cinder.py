@@ -51,6 +51,7 @@ class CinderLocal:
     endpoint: str  # http://127.0.0.1:PORT/v3/<project>
     project: str
     volume_dir: Path  # where the NFS driver keeps volume files
+    backup_dir: Path  # where the POSIX backup driver keeps its containers
     version: str
     keystone: Keystone
 
@@ -61,6 +62,10 @@ def read_env(path: Path) -> CinderLocal:
         endpoint=values["CINDER_ENDPOINT"],
         project=values["CINDER_PROJECT"],
         volume_dir=Path(values["CINDER_VOLUME_DIR"]),
+        # An env file written before CINDER_BACKUP_DIR: the same place.
+        backup_dir=Path(
+            values.get("CINDER_BACKUP_DIR") or Path(values["CINDER_LOCAL_DIR"]) / "backups"
+        ),
         version=values.get("CINDER_VERSION", "unknown"),
         keystone=Keystone(
             url=values["KEYSTONE_URL"],
