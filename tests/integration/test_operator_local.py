@@ -25,6 +25,7 @@ from lbtest import LocalBosh
 from lbtest import needs_root
 from lbtest import redis
 from lbtest import variable
+from lbtest import wait_in_sync
 
 from localbosh.state import Layout
 
@@ -111,6 +112,8 @@ def seed_scenario(lb: LocalBosh) -> dict[str, Any]:
     leader, data0, data1 = (
         insts[n]["address"] for n in ("redis-leader/0", "redis-data/0", "redis-data/1")
     )
+    # With replica-serve-stale-data no, a follower still loading answers MASTERDOWN.
+    wait_in_sync(lb)
     write(lb, leader, "a", 100)
     wait_for("replicated", lambda: len(keys(lb, data1)) == 100 and len(keys(lb, data0)) == 100)
     taken = operator(lb, "take-snapshot", "--note", "before the failover").stdout
