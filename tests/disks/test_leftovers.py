@@ -39,7 +39,7 @@ CHILD = textwrap.dedent(
     """
     import json, os, pathlib, signal, sys
     from disk_snapshots.annotations import Annotations
-    from disk_snapshots.providers import loopback
+    from disk_snapshots.providers import loop_images, loopback
     from disk_snapshots.vm.instance import Disk
 
     pool, disk_json, operation, step, snapshot_id = sys.argv[1:6]
@@ -52,7 +52,7 @@ CHILD = textwrap.dedent(
         sys.stdout.flush()
         os.kill(os.getpid(), signal.SIGKILL)
 
-    clone, run, replace = loopback.clone, loopback.run, pathlib.Path.replace
+    clone, run, replace = loop_images.clone, loop_images.run, pathlib.Path.replace
     synced = loopback.write_synced
 
     def clone_then(source, target):
@@ -80,7 +80,9 @@ CHILD = textwrap.dedent(
             die()
         return result
 
-    loopback.clone, loopback.run, loopback.write_synced = clone_then, run_then, synced_then
+    # snapshot clones in loopback; materialize clones and mounts in loop_images.
+    loopback.clone, loopback.write_synced = clone_then, synced_then
+    loop_images.clone, loop_images.run = clone_then, run_then
     pathlib.Path.replace = replace_then
     if operation == "materialize":
         with provider.materialize(snapshot_id):

@@ -121,17 +121,25 @@ def detach_leftover(work: Path) -> None:
 
 @contextmanager
 def mounted_clone(
-    source: Path, work_parent: Path, prefix: str, check: Callable[[Path], None] | None = None
+    source: Path,
+    work_parent: Path,
+    prefix: str,
+    check: Callable[[Path], None] | None = None,
+    mark: Callable[[Path], None] | None = None,
 ) -> Iterator[Path]:
     """A fresh clone of ``source`` mounted read-only, gone on exit.
 
     The clone, not the source, is attached writable so that ext4 may replay its
     journal; the mount itself is read-only. ``check`` sees the clone before anything
     can write to it. The work directory holds ``lock`` while it is in use, so that
-    cleanup tells a running restore's from a killed one's.
+    cleanup tells a running restore's from a killed one's; ``mark`` may write more into
+    it first (the loopback pool names the process and disk a clone belongs to). A work
+    directory still mounted (its umount failed) is left for cleanup, never removed.
     """
     work = Path(tempfile.mkdtemp(prefix=prefix, dir=work_parent))
     lock = hold(work / "lock")
+    if mark is not None:
+        mark(work)
     image = work / "disk.img"
     mountpoint = work / "mnt"
     mountpoint.mkdir()
@@ -149,5 +157,6 @@ def mounted_clone(
     finally:
         if device:
             subprocess.run(["losetup", "-d", device], capture_output=True, check=False)
-        shutil.rmtree(work, ignore_errors=True)
+        if not os.path.ismount(mountpoint):
+            shutil.rmtree(work, ignore_errors=True)
         os.close(lock)

@@ -22,9 +22,6 @@ import logging
 import os
 import re
 import secrets
-import shutil
-import subprocess
-import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -44,13 +41,13 @@ from disk_snapshots.providers.base import NewDisk
 from disk_snapshots.providers.base import ProviderError
 from disk_snapshots.providers.base import UnknownSnapshot
 from disk_snapshots.providers.loop_images import clone
+from disk_snapshots.providers.loop_images import mounted_clone
 from disk_snapshots.providers.loop_images import write_atomically
 from disk_snapshots.providers.loop_images import write_synced
 from disk_snapshots.providers.loopback_backups import LoopbackBackups
 from disk_snapshots.providers.loopback_leftovers import MATERIALIZE_PREFIX
 from disk_snapshots.providers.loopback_leftovers import OWNER
 from disk_snapshots.providers.loopback_leftovers import PoolDebris
-from disk_snapshots.providers.loopback_leftovers import run
 from disk_snapshots.vm.instance import Disk
 from disk_snapshots.vm.processes import process_token
 
@@ -239,26 +236,13 @@ class LoopbackProvider:
             raise ProviderError(f"snapshot {snapshot_id} has metadata but no image ({source})")
         self._release_leftovers()
         prefix = f"{MATERIALIZE_PREFIX}{snapshot_id}-"
-        work = Path(tempfile.mkdtemp(prefix=prefix, dir=source.parent))
+        with mounted_clone(source, source.parent, prefix, mark=self._own) as mountpoint:
+            yield mountpoint
+
+    def _own(self, work: Path) -> None:
+        """Mark a materialize's work directory with its process and disk (PoolDebris)."""
         owner = {"process": process_token(), "disk": self.debris.disk_cid}
         (work / OWNER).write_text(json.dumps(owner))
-        image = work / "disk.img"
-        mountpoint = work / "mnt"
-        mountpoint.mkdir()
-        device = ""
-        try:
-            clone(source, image)
-            device = run(["losetup", "--find", "--show", str(image)]).strip()
-            run(["mount", "-o", "ro", device, str(mountpoint)])
-            try:
-                yield mountpoint
-            finally:
-                run(["umount", str(mountpoint)])
-        finally:
-            if device:
-                subprocess.run(["losetup", "-d", device], capture_output=True, check=False)
-            if not os.path.ismount(mountpoint):
-                shutil.rmtree(work, ignore_errors=True)
 
     def create_disk(self, snapshot_id: str, like: Disk, labels: Mapping[str, str]) -> NewDisk:
         """A clone of the snapshot's image as a new disk of the pool: ``<pool>/<cid>.img``
