@@ -22,6 +22,7 @@ from pathlib import Path
 from disk_snapshots.providers.base import ProviderError
 from disk_snapshots.providers.loopback_leftovers import run
 from disk_snapshots.vm import fsops
+from disk_snapshots.vm.processes import dies_with_us
 from disk_snapshots.vm.processes import process_token
 
 log = logging.getLogger(__name__)
@@ -49,7 +50,7 @@ def clone(source: Path, target: Path) -> str:
         reason,
     )
     full = subprocess.run(
-        ["cp", "--sparse=always", "--", str(source), str(target)],
+        dies_with_us(["cp", "--sparse=always", "--", str(source), str(target)]),
         capture_output=True,
         text=True,
         check=False,

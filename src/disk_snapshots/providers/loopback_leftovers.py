@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 
 OWNER = "owner.json"
 UNMARKED_GRACE = 600.0  # seconds
+BUSY_GRACE = 10.0  # seconds a leftover mount may stay busy after its owner was killed
 MATERIALIZE_PREFIX = "materialize-"
 _PARTIAL = re.compile(r"^\.snap-[0-9a-f]{17}\.img\.partial(?:-(?P<token>\d+-\d+))?$")
 _TEMP_JSON = re.compile(r"^\.snap-[0-9a-f]{17}\.json\.tmp-(?P<token>\d+-\d+)$")
@@ -138,7 +139,7 @@ class PoolDebris:
 def _release(leftover: Leftover) -> None:
     path = Path(leftover.id)
     if leftover.kind == "mount":
-        run(["umount", str(path)])
+        _umount(path)
     elif leftover.kind == "loop device":
         run(["losetup", "-d", leftover.id])
     elif path.is_dir():
@@ -149,6 +150,20 @@ def _release(leftover: Leftover) -> None:
         shutil.rmtree(path)
     else:
         path.unlink(missing_ok=True)
+
+
+def _umount(mountpoint: Path, busy_for: float = BUSY_GRACE) -> None:
+    """Unmount, waiting out a killed owner's children: a ``cp`` tied to it (dies_with_us)
+    gets SIGKILL with it, but may finish the copy_file_range call it is in first."""
+    deadline = time.monotonic() + busy_for
+    while True:
+        try:
+            run(["umount", str(mountpoint)])
+            return
+        except ProviderError as err:
+            if "busy" not in str(err) or time.monotonic() > deadline:
+                raise
+        time.sleep(0.2)
 
 
 def loop_devices() -> dict[str, str]:

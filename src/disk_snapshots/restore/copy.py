@@ -23,6 +23,7 @@ from pathlib import Path
 from disk_snapshots.errors import ReleaseError
 from disk_snapshots.restore.journal import Journal
 from disk_snapshots.vm.instance import DISK_DIR
+from disk_snapshots.vm.processes import dies_with_us
 from disk_snapshots.vm.usage import space
 
 # One cp for every top-level entry: hard links are only kept within one cp invocation.
@@ -50,7 +51,7 @@ class RestoreCopyError(ReleaseError, RuntimeError):
 
 def _run(argv: list[str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        argv, capture_output=True, text=True, check=False, stdin=subprocess.DEVNULL
+        dies_with_us(argv), capture_output=True, text=True, check=False, stdin=subprocess.DEVNULL
     )
 
 

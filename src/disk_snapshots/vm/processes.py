@@ -20,6 +20,17 @@ from pathlib import Path
 
 DEFAULT_TIMEOUT = 30.0
 
+# util-linux's setpriv: the command gets SIGKILL when the thread that started it dies.
+_DIES_WITH_US = ("setpriv", "--pdeathsig", "KILL", "--")
+
+
+def dies_with_us(argv: Sequence[str]) -> list[str]:
+    """``argv`` made to die with this process: a ``cp`` that outlived a killed agent kept
+    writing into the disk that the rerun of its restore empties and copies again, and
+    held the clone's mount busy so its cleanup failed. The signal is set before the exec
+    (no preexec_fn, which is unsafe with threads) and survives it."""
+    return [*_DIES_WITH_US, *argv]
+
 
 def run_argv(
     argv: Sequence[str],
