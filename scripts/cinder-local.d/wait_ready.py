@@ -1,7 +1,9 @@
 """Wait until a Cinder started by scripts/cinder-local serves requests.
 
-Ready: the API answers, and cinder-scheduler, cinder-volume and cinder-backup report
-themselves up and enabled. Fails at once when one of the daemons has exited.
+Ready: the API answers, cinder-scheduler, cinder-volume and cinder-backup report
+themselves up and enabled, and the scheduler knows the volume backend's pool. A service
+is "up" as soon as its row is fresh, before its driver published capabilities: a volume
+created then goes to 'error' (no valid backend). Fails at once when a daemon has exited.
 Usage: wait_ready.py ENDPOINT PROJECT PID_DIR TIMEOUT_SECONDS
 """
 
@@ -26,9 +28,20 @@ def main():
             with opener.open(request, timeout=5) as response:
                 services = json.load(response)["services"]
             up = {s["binary"] for s in services if s["state"] == "up" and s["status"] == "enabled"}
-            if NEEDED <= up:
-                return
             last = "up: " + (", ".join(sorted(up)) or "none")
+            if NEEDED <= up:
+                request = urllib.request.Request(
+                    endpoint + "/scheduler-stats/get_pools?detail=true", headers=headers
+                )
+                with opener.open(request, timeout=5) as response:
+                    pools = json.load(response)["pools"]
+                if pools:
+                    for pool in pools:
+                        free = pool.get("capabilities", {}).get("free_capacity_gb", "?")
+                        free = f"{free:.1f}" if isinstance(free, float) else free
+                        print(f"cinder-local: pool {pool['name']}, {free} GiB free", file=sys.stderr)
+                    return
+                last += "; the scheduler knows no pool yet"
         except OSError as err:
             last = str(err)
         for name in ("api", "scheduler", "volume", "backup"):

@@ -178,8 +178,17 @@ class Admin:
             if resource["status"] == want:
                 return resource
             if "error" in resource["status"] or time.monotonic() > deadline:
-                raise AssertionError(f"{kind} {resource_id}: {resource['status']}")
+                raise AssertionError(
+                    f"{kind} {resource_id}: {resource['status']}{self.why(resource_id)}"
+                )
             time.sleep(0.2)
+
+    def why(self, resource_id: str) -> str:
+        """Cinder's user messages about a resource (what a failed create says, e.g. no
+        valid backend), so a failure in CI reads its cause."""
+        found = self.call("GET", "/messages", params={"resource_uuid": resource_id})
+        said = [f"{m['event_id']} {m['user_message']}" for m in found.get("messages", [])]
+        return f" ({'; '.join(said)})" if said else ""
 
     def create_volume(self, deployment: str = "redis", size: int = 1, **extra: Any) -> str:
         metadata = {"deployment": deployment} if deployment else {}
