@@ -83,6 +83,22 @@ def redis(lb: LocalBosh, host: str, *cmd: str, deployment: str = "redis") -> str
     return proc.stdout.strip()
 
 
+def unscheduled(path: Path, groups: tuple[str, ...] = ("redis-leader", "redis-data")) -> Path:
+    """An ops file giving the groups' snapshotter no schedules: the default hourly one
+    fires whenever a test crosses the hour, and a test that counts snapshots, or restores
+    the newest after a loss, must see only those it took."""
+    ops = [
+        {
+            "type": "replace",
+            "path": f"/instance_groups/name={group}/jobs/name=snapshotter/properties?/schedules",
+            "value": [],
+        }
+        for group in groups
+    ]
+    path.write_text(yaml.safe_dump(ops))
+    return path
+
+
 def wait_in_sync(lb: LocalBosh, deployment: str = "redis", timeout: float = 120) -> None:
     """Until every Redis follower of the deployment has its link to the leader up and no
     sync running: with replica-serve-stale-data no, a follower still loading refuses the

@@ -24,6 +24,7 @@ import yaml
 from lbtest import REPO
 from lbtest import LocalBosh
 from lbtest import needs_root
+from lbtest import unscheduled
 from lbtest import wait_in_sync
 
 from disk_snapshots.annotations import SCHEMA
@@ -180,10 +181,8 @@ def test_manual_pre_deploy_and_set_snapshots_are_cinder_snapshots_with_every_ann
 ) -> None:
     localbosh = released
     started = datetime.now(UTC).replace(microsecond=0)
-    # The default hourly schedule fires whenever the test crosses the hour; this test
-    # counts exactly the snapshots it asks for.
-    unscheduled = ops_file(tmp_path / "unscheduled.yml", {("snapshotter", "schedules"): []})
-    deploy(localbosh, cinder_local, group_type, unscheduled)
+    no_schedules = unscheduled(tmp_path / "unscheduled.yml")
+    deploy(localbosh, cinder_local, group_type, no_schedules)
     wait_in_sync(localbosh)
     insts = {f"{i['group']}/{i['index']}": i for i in localbosh.state("redis")["instances"]}
     assert sorted(insts) == ["redis-data/0", "redis-data/1", "redis-leader/0"]
@@ -213,7 +212,7 @@ def test_manual_pre_deploy_and_set_snapshots_are_cinder_snapshots_with_every_ann
         ("take-snapshot", "take_snapshot?/scope"): "set",
     }
     changed = ops_file(tmp_path / "changed.yml", changes)
-    deploy(localbosh, cinder_local, group_type, unscheduled, changed)
+    deploy(localbosh, cinder_local, group_type, no_schedules, changed)
     errand = localbosh.run("-d", "redis", "run-errand", "take-snapshot", check=False)
     assert errand.returncode == 0, errand.stdout + errand.stderr
     assert "(group snapshot)" in errand.stdout, errand.stdout
