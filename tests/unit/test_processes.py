@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from disk_snapshots.vm.processes import alive
 from disk_snapshots.vm.processes import dies_with_us
@@ -52,6 +53,12 @@ def test_a_command_run_dies_with_us_dies_when_its_parent_is_killed() -> None:
         ) as parent:
             assert parent.stdout is not None
             child = int(parent.stdout.readline())
+            # setpriv sets the signal, then execs: only a parent killed after that
+            # takes the child with it (a cp started as the agent dies may outlive it).
+            deadline = time.monotonic() + 10
+            while Path(f"/proc/{child}/comm").read_text().strip() != "sleep":
+                assert time.monotonic() < deadline, "the child never became sleep"
+                time.sleep(0.01)
             parent.kill()
         # Dead at once when tied; an untied one is given the same time to prove it lives.
         deadline = time.monotonic() + (5 if tied else 0.5)
