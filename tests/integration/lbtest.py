@@ -99,6 +99,15 @@ def unscheduled(path: Path, groups: tuple[str, ...] = ("redis-leader", "redis-da
     return path
 
 
+def deploy_unscheduled(
+    lb: LocalBosh, manifest: Path, tmp_path: Path, *args: str, timeout: float = 600
+) -> None:
+    """``bosh -d redis deploy manifest`` with ``args`` (ops files, variables), the
+    snapshotters given no schedules (``unscheduled``)."""
+    no_schedules = unscheduled(tmp_path / "unscheduled.yml")
+    lb.run("-d", "redis", "deploy", str(manifest), "-o", str(no_schedules), *args, timeout=timeout)
+
+
 def wait_in_sync(lb: LocalBosh, deployment: str = "redis", timeout: float = 120) -> None:
     """Until every Redis follower of the deployment has its link to the leader up and no
     sync running: with replica-serve-stale-data no, a follower still loading refuses the

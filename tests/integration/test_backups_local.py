@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 from lbtest import REPO
 from lbtest import LocalBosh
+from lbtest import deploy_unscheduled
 from lbtest import needs_root
-from lbtest import unscheduled
 from test_redis_ha import redis
 
 from localbosh.state import Layout
@@ -69,18 +69,8 @@ def test_the_restore_errand_brings_the_deployment_back_from_backups_after_the_po
 ) -> None:
     store = tmp_path / "backups"
     # Only the errand's snapshots: an hourly one taken after the loss would be restored.
-    no_schedules = unscheduled(tmp_path / "unscheduled.yml")
-    localbosh.run(
-        "-d",
-        "redis",
-        "deploy",
-        str(MANIFEST),
-        "-o",
-        str(BACKUPS),
-        "-o",
-        str(no_schedules),
-        "-v",
-        f"backup_store={store}",
+    deploy_unscheduled(
+        localbosh, MANIFEST, tmp_path, "-o", str(BACKUPS), "-v", f"backup_store={store}"
     )
     hosts = {
         f"{i['group']}/{i['index']}": i["address"] for i in localbosh.state("redis")["instances"]

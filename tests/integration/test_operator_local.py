@@ -22,9 +22,9 @@ import pytest
 import yaml
 from lbtest import REPO
 from lbtest import LocalBosh
+from lbtest import deploy_unscheduled
 from lbtest import needs_root
 from lbtest import redis
-from lbtest import unscheduled
 from lbtest import variable
 from lbtest import wait_in_sync
 
@@ -150,8 +150,7 @@ def check_restored(lb: LocalBosh, scenario: dict[str, Any], out: str) -> None:
 def test_the_seed_restored_by_copy_and_the_refusals_before_it(
     localbosh: LocalBosh, tmp_path: Path
 ) -> None:
-    no_schedules = unscheduled(tmp_path / "unscheduled.yml")
-    localbosh.run("-d", "redis", "deploy", str(MANIFEST), "-o", str(no_schedules), timeout=3600)
+    deploy_unscheduled(localbosh, MANIFEST, tmp_path, timeout=3600)
     # A consistent set, run on its coordinator (it freezes every member under one lease).
     taken = operator(localbosh, "take-snapshot", "--set", "--note", "a set").stdout
     assert "complete (coordinated by redis-leader/" in taken and taken.count("snap-") == 3
@@ -173,18 +172,7 @@ def test_the_seed_restored_by_replace_and_the_way_back(
     localbosh: LocalBosh, tmp_path: Path
 ) -> None:
     ops = data_in_another_az(tmp_path / "z2.yml")
-    no_schedules = unscheduled(tmp_path / "unscheduled.yml")
-    localbosh.run(
-        "-d",
-        "redis",
-        "deploy",
-        str(MANIFEST),
-        "-o",
-        str(ops),
-        "-o",
-        str(no_schedules),
-        timeout=3600,
-    )
+    deploy_unscheduled(localbosh, MANIFEST, tmp_path, "-o", str(ops), timeout=3600)
     scenario = seed_scenario(localbosh)
     old_disk = instances(localbosh)["redis-leader/0"]["disk_cid"]
     started = time.monotonic()
