@@ -22,19 +22,19 @@ def main():
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     deadline = time.monotonic() + float(timeout)
     last = "no answer yet"
+
+    def get(path, key):
+        request = urllib.request.Request(endpoint + path, headers=headers)
+        with opener.open(request, timeout=5) as response:
+            return json.load(response)[key]
+
     while True:
         try:
-            request = urllib.request.Request(endpoint + "/os-services", headers=headers)
-            with opener.open(request, timeout=5) as response:
-                services = json.load(response)["services"]
+            services = get("/os-services", "services")
             up = {s["binary"] for s in services if s["state"] == "up" and s["status"] == "enabled"}
             last = "up: " + (", ".join(sorted(up)) or "none")
             if NEEDED <= up:
-                request = urllib.request.Request(
-                    endpoint + "/scheduler-stats/get_pools?detail=true", headers=headers
-                )
-                with opener.open(request, timeout=5) as response:
-                    pools = json.load(response)["pools"]
+                pools = get("/scheduler-stats/get_pools?detail=true", "pools")
                 if pools:
                     for pool in pools:
                         free = pool.get("capabilities", {}).get("free_capacity_gb", "?")
